@@ -1,0 +1,477 @@
+//! [`JwtAuth`] and its builder: every setting a user may change, with the
+//! secure defaults defined in one place ([`JwtAuthBuilder::new`]).
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use axum::response::Response;
+use cookie::SameSite;
+use serde::Serialize;
+
+use crate::{
+    cookies::{self, CookieConfig},
+    csrf::CsrfCheck,
+    error::AuthError,
+    keys::{KeyError, SigningKey, VerifyingKey},
+    random,
+    refresh_token::RefreshKey,
+    revocation::RevocationList,
+    session::{ClaimsReloader, Sessions},
+    store::{MemoryStore, SessionPolicy, SessionStore},
+    token::{Issuer, Verifier},
+};
+
+/// The configuration could not be turned into a [`JwtAuth`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No signing key was given.
+    #[error("a signing key is required")]
+    MissingSigningKey,
+    /// Two verification keys share a `kid`.
+    #[error("two keys share the kid {0:?}")]
+    DuplicateKid(String),
+    /// A key could not be built.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
+}
+
+type RejectionRenderer = Arc<dyn Fn(AuthError) -> Response + Send + Sync>;
+
+/// Builds a [`JwtAuth`]. Start from [`JwtAuth::builder`]; every method has a
+/// secure default (see [`JwtAuthBuilder::new`]).
+#[must_use]
+pub struct JwtAuthBuilder {
+    signing_key: Option<SigningKey>,
+    verifying_keys: Vec<VerifyingKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: Duration,
+    access_ttl: Duration,
+    idle_ttl: Duration,
+    absolute_ttl: Duration,
+    grace: Duration,
+    max_sessions: Option<u32>,
+    access_cookie: String,
+    refresh_cookie: String,
+    same_site: SameSite,
+    secure_cookies: bool,
+    realm: Option<String>,
+    cache_capacity: usize,
+    max_token_bytes: usize,
+    refresh_secret: Option<Vec<u8>>,
+    store: Option<Arc<dyn SessionStore>>,
+    trusted_origins: Vec<String>,
+    on_rejection: Option<RejectionRenderer>,
+    reload_claims: Option<ClaimsReloader>,
+}
+
+impl Default for JwtAuthBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JwtAuthBuilder {
+    /// The defaults, all in one place:
+    ///
+    /// | setting | default |
+    /// |---|---|
+    /// | access-token lifetime | 15 minutes |
+    /// | refresh idle lifetime (sliding) | 14 days |
+    /// | refresh absolute lifetime | 30 days |
+    /// | grace window for a just-rotated refresh token | 10 seconds |
+    /// | clock leeway for `exp`/`nbf` | 30 seconds |
+    /// | sessions per user | unlimited |
+    /// | cookies | `__Host-access`, `__Host-refresh`; `HttpOnly; Secure; Path=/; SameSite=Lax` |
+    /// | verified-token cache | 10 000 tokens |
+    /// | longest access token accepted | 8 KiB |
+    /// | session store | [`MemoryStore`] (one process) |
+    /// | refresh-token HMAC key | random (set one to share it between instances) |
+    pub fn new() -> Self {
+        Self {
+            signing_key: None,
+            verifying_keys: Vec::new(),
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            access_ttl: Duration::from_secs(15 * 60),
+            idle_ttl: Duration::from_secs(14 * 24 * 3600),
+            absolute_ttl: Duration::from_secs(30 * 24 * 3600),
+            grace: Duration::from_secs(10),
+            max_sessions: None,
+            access_cookie: "__Host-access".into(),
+            refresh_cookie: "__Host-refresh".into(),
+            same_site: SameSite::Lax,
+            secure_cookies: true,
+            realm: None,
+            cache_capacity: 10_000,
+            max_token_bytes: 8 * 1024,
+            refresh_secret: None,
+            store: None,
+            trusted_origins: Vec::new(),
+            on_rejection: None,
+            reload_claims: None,
+        }
+    }
+
+    /// The key new access tokens are signed with (it also verifies them).
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// An extra verification key, such as the previous signing key during a
+    /// rotation: tokens it signed keep verifying until they expire.
+    ///
+    /// ```
+    /// use tower_jwt_auth::{JwtAuth, SigningKey};
+    /// let old = SigningKey::hs256("2026-10", &[1; 32])?;
+    /// let new = SigningKey::hs256("2026-11", &[2; 32])?;
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(new)
+    ///     .verifying_key(old.verifying_key().clone())
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn verifying_key(mut self, key: VerifyingKey) -> Self {
+        self.verifying_keys.push(key);
+        self
+    }
+
+    /// Writes `iss` into issued tokens and requires it of verified ones.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Writes `aud` into issued tokens and requires it of verified ones.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Clock skew tolerated on `exp` and `nbf`, at most 60 seconds.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Access-token lifetime.
+    pub fn access_ttl(mut self, ttl: Duration) -> Self {
+        self.access_ttl = ttl;
+        self
+    }
+
+    /// Idle (sliding) session lifetime: each refresh extends it, never past
+    /// the absolute lifetime.
+    pub fn refresh_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// Absolute session lifetime from login.
+    pub fn refresh_absolute_ttl(mut self, ttl: Duration) -> Self {
+        self.absolute_ttl = ttl;
+        self
+    }
+
+    /// How long a just-rotated refresh token still answers with the same
+    /// successor (parallel tabs, retried requests) instead of counting as theft.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Caps the sessions of one user; a new login beyond it revokes the oldest.
+    pub fn max_sessions_per_user(mut self, max: u32) -> Self {
+        self.max_sessions = Some(max);
+        self
+    }
+
+    /// Names of the access and refresh cookies. Keep the `__Host-` prefix
+    /// unless cookies must be shared with subdomains.
+    pub fn cookie_names(mut self, access: impl Into<String>, refresh: impl Into<String>) -> Self {
+        self.access_cookie = access.into();
+        self.refresh_cookie = refresh.into();
+        self
+    }
+
+    /// `SameSite` of both cookies (`Lax` by default; `Strict` also works with
+    /// transparent refresh; `None` is refused).
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Drops `Secure` from the cookies, for plain-HTTP development on a host
+    /// other than `localhost` only. Requires cookie names without `__Host-`.
+    pub fn insecure_cookies(mut self) -> Self {
+        self.secure_cookies = false;
+        self
+    }
+
+    /// The `realm` named in `WWW-Authenticate`.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// How many verified tokens to remember (0 disables the cache).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// The longest access token accepted; longer ones are refused unread.
+    pub fn max_token_bytes(mut self, max: usize) -> Self {
+        self.max_token_bytes = max;
+        self
+    }
+
+    /// The secret refresh tokens are authenticated with (HMAC-SHA256). Every
+    /// instance sharing a store must use the same one; at least 32 bytes.
+    pub fn refresh_token_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.refresh_secret = Some(secret.into());
+        self
+    }
+
+    /// Where sessions live (default: an in-process [`MemoryStore`]).
+    pub fn store(mut self, store: impl SessionStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// An origin (`https://app.example`) allowed to send cookie-authenticated
+    /// unsafe requests besides the server's own (cross-site request forgery
+    /// protection).
+    pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        self.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// Replaces the response of every rejection (status, headers and body are
+    /// then yours).
+    ///
+    /// ```
+    /// use axum::response::IntoResponse;
+    /// use tower_jwt_auth::{AuthError, JwtAuth, SigningKey};
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .on_rejection(|error: AuthError| (error.status(), "please log in").into_response())
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_rejection<F>(mut self, render: F) -> Self
+    where
+        F: Fn(AuthError) -> Response + Send + Sync + 'static,
+    {
+        self.on_rejection = Some(Arc::new(render));
+        self
+    }
+
+    /// Reloads a user's custom claims at each refresh (roles change): the
+    /// callback gets the user id and answers the claims to issue, or `None`
+    /// to end the session (user deleted or disabled). Without it, the claims
+    /// given at login are re-issued.
+    ///
+    /// ```
+    /// # use serde::Serialize;
+    /// # #[derive(Serialize)] struct MyClaims { role: String }
+    /// use tower_jwt_auth::{JwtAuth, SigningKey};
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .reload_claims(|user_id: String| async move {
+    ///         // look the user up...
+    ///         Ok::<_, std::io::Error>(Some(MyClaims { role: format!("role-of-{user_id}") }))
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reload_claims<T, E, F, Fut>(mut self, reload: F) -> Self
+    where
+        T: Serialize + 'static,
+        E: fmt::Display + 'static,
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
+    {
+        self.reload_claims = Some(ClaimsReloader::new(reload));
+        self
+    }
+
+    /// Checks the settings and builds the layer. Must run inside a Tokio
+    /// runtime when the store needs one (Redis).
+    pub fn build(self) -> Result<JwtAuth, ConfigError> {
+        select_crypto_provider();
+        let signing_key = self.signing_key.ok_or(ConfigError::MissingSigningKey)?;
+        let mut keys = vec![signing_key.verifying_key().clone()];
+        for key in self.verifying_keys {
+            if keys.iter().any(|k| k.kid() == key.kid()) {
+                return Err(ConfigError::DuplicateKid(key.kid().to_owned()));
+            }
+            keys.push(key);
+        }
+        if self.leeway > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid("leeway must be at most 60 seconds"));
+        }
+        if self.access_ttl.is_zero() || self.idle_ttl.is_zero() || self.absolute_ttl < self.idle_ttl {
+            return Err(ConfigError::Invalid("lifetimes must be positive and the absolute one at least the idle one"));
+        }
+        if self.same_site == SameSite::None {
+            return Err(ConfigError::Invalid("SameSite=None exposes the cookies to cross-site requests"));
+        }
+        for name in [&self.access_cookie, &self.refresh_cookie] {
+            if !cookies::valid_name(name) {
+                return Err(ConfigError::Invalid("cookie names must be RFC 6265 tokens"));
+            }
+            if !self.secure_cookies && (name.starts_with("__Host-") || name.starts_with("__Secure-")) {
+                return Err(ConfigError::Invalid("__Host- and __Secure- cookies must be Secure"));
+            }
+        }
+        if self.access_cookie == self.refresh_cookie {
+            return Err(ConfigError::Invalid("the access and refresh cookies need different names"));
+        }
+        let refresh_secret = match self.refresh_secret {
+            Some(secret) if secret.len() < 32 => {
+                return Err(ConfigError::Invalid("the refresh-token secret must be at least 32 bytes"));
+            }
+            Some(secret) => secret,
+            None => {
+                if self.store.is_some() {
+                    tracing::warn!(
+                        "no refresh_token_secret: a random one is used, so refresh tokens die with this process \
+                         and are not accepted by other instances"
+                    );
+                }
+                random::bytes::<32>().to_vec()
+            }
+        };
+        let csrf = CsrfCheck::new(&self.trusted_origins).map_err(ConfigError::Invalid)?;
+
+        let revocations = Arc::new(RevocationList::new());
+        let store: Arc<dyn SessionStore> = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        store.attach(revocations.clone());
+        let policy = SessionPolicy {
+            idle_ttl: self.idle_ttl,
+            absolute_ttl: self.absolute_ttl,
+            grace: self.grace,
+            max_sessions: self.max_sessions,
+            revocation_ttl: self.access_ttl + self.leeway,
+        };
+        let inner = Inner {
+            verifier: Verifier::new(
+                keys,
+                self.issuer.as_deref(),
+                self.audience.as_deref(),
+                self.leeway,
+                self.cache_capacity,
+                self.max_token_bytes,
+            ),
+            issuer: Issuer::new(signing_key, self.issuer, self.audience, self.access_ttl),
+            sessions: Sessions::new(
+                store,
+                policy,
+                RefreshKey::new(&refresh_secret),
+                revocations.clone(),
+                self.reload_claims,
+            ),
+            revocations,
+            cookies: CookieConfig {
+                access_name: self.access_cookie,
+                refresh_name: self.refresh_cookie,
+                same_site: self.same_site,
+                secure: self.secure_cookies,
+            },
+            csrf,
+            realm: self.realm,
+            on_rejection: self.on_rejection,
+        };
+        Ok(JwtAuth { inner: Arc::new(inner), optional: false })
+    }
+}
+
+/// With both crypto backends compiled in, jsonwebtoken cannot pick one by
+/// itself; prefer AWS-LC, the default.
+fn select_crypto_provider() {
+    #[cfg(all(feature = "aws-lc-rs", feature = "rust-crypto"))]
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
+/// JWT login sessions as a tower [`Layer`](tower_layer::Layer): verifies the
+/// access token of every request, refreshes expired cookie sessions
+/// transparently, and gives handlers [`Claims`](crate::Claims).
+///
+/// Cheap to clone (an `Arc` inside): use the same value as the layer, as
+/// axum state for login handlers, and for [`JwtAuth::refresh_router`].
+#[derive(Clone)]
+pub struct JwtAuth {
+    pub(crate) inner: Arc<Inner>,
+    /// Whether unauthenticated requests pass through (without claims).
+    pub(crate) optional: bool,
+}
+
+impl fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth").field("optional", &self.optional).finish_non_exhaustive()
+    }
+}
+
+/// Everything a [`JwtAuth`] shares between its clones, built once.
+pub(crate) struct Inner {
+    pub(crate) verifier: Verifier,
+    pub(crate) issuer: Issuer,
+    pub(crate) sessions: Sessions,
+    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) cookies: CookieConfig,
+    pub(crate) csrf: CsrfCheck,
+    pub(crate) realm: Option<String>,
+    pub(crate) on_rejection: Option<RejectionRenderer>,
+}
+
+impl JwtAuth {
+    /// A builder with the secure defaults.
+    pub fn builder() -> JwtAuthBuilder {
+        JwtAuthBuilder::new()
+    }
+
+    /// A layer with every default and this signing key.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use tower_jwt_auth::{Claims, JwtAuth, SigningKey};
+    ///
+    /// async fn me(claims: Claims) -> String {
+    ///     format!("hello {}", claims.sub())
+    /// }
+    ///
+    /// let key = SigningKey::hs256("2026-11", b"a secret of at least thirty-two bytes!")?;
+    /// let app: Router = Router::new().route("/me", get(me)).layer(JwtAuth::new(key));
+    /// # Ok::<(), tower_jwt_auth::KeyError>(())
+    /// ```
+    pub fn new(signing_key: SigningKey) -> Self {
+        Self::builder().signing_key(signing_key).build().expect("the defaults with a valid key always build")
+    }
+
+    /// The same layer in optional mode: requests without valid credentials
+    /// pass through without claims (handlers take `Option<Claims<T>>`); a
+    /// handler that takes `Claims<T>` still answers the original rejection.
+    pub fn optional(&self) -> Self {
+        Self { inner: self.inner.clone(), optional: true }
+    }
+
+    /// Renders a rejection with the configured realm or custom renderer.
+    pub(crate) fn reject(&self, error: AuthError) -> Response {
+        match &self.inner.on_rejection {
+            Some(render) => render(error),
+            None => error.into_response_with_realm(self.inner.realm.as_deref()),
+        }
+    }
+
+    /// The public keys as a JWKS document (RFC 7517), for other services to
+    /// verify this one's tokens. HMAC secrets are never included.
+    pub fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        crate::keys::jwks(self.inner.verifier.keys())
+    }
+}

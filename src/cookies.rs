@@ -1,0 +1,107 @@
+//! Building, reading and clearing the access and refresh cookies.
+//!
+//! Defaults: `__Host-` names, `HttpOnly`, `Secure`, `Path=/`, `SameSite=Lax`,
+//! no `Domain` (which `__Host-` forbids anyway).
+
+use std::time::Duration;
+
+use cookie::{Cookie, SameSite};
+use http::{HeaderMap, HeaderValue, header};
+
+/// How the auth cookies are named and flagged.
+#[derive(Clone, Debug)]
+pub(crate) struct CookieConfig {
+    pub(crate) access_name: String,
+    pub(crate) refresh_name: String,
+    pub(crate) same_site: SameSite,
+    pub(crate) secure: bool,
+}
+
+impl CookieConfig {
+    /// `Set-Cookie` for a cookie living `max_age`.
+    pub(crate) fn set(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
+        let cookie = self.build(name, value).max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64));
+        header_value(&cookie.build())
+    }
+
+    /// `Set-Cookie` that removes the cookie: same attributes, empty value,
+    /// `Max-Age=0` and an expiry in the past.
+    pub(crate) fn clear(&self, name: &str) -> HeaderValue {
+        let mut cookie = self.build(name, "").build();
+        cookie.make_removal();
+        header_value(&cookie)
+    }
+
+    fn build<'a>(&self, name: &'a str, value: &'a str) -> cookie::CookieBuilder<'a> {
+        Cookie::build((name, value)).http_only(true).secure(self.secure).path("/").same_site(self.same_site)
+    }
+
+    /// Appends the removal of both cookies to `headers`.
+    pub(crate) fn clear_both(&self, headers: &mut HeaderMap) {
+        headers.append(header::SET_COOKIE, self.clear(&self.access_name));
+        headers.append(header::SET_COOKIE, self.clear(&self.refresh_name));
+    }
+}
+
+fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
+    // Names are validated at build time and values are base64url/JWT text.
+    HeaderValue::try_from(cookie.to_string()).expect("cookie names and values are visible ASCII")
+}
+
+/// The value of the first cookie called `name` in the request's `Cookie` headers.
+pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key.trim() == name).then(|| value.trim())
+        })
+}
+
+/// Whether `name` can be a cookie name (an RFC 6265 token).
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> CookieConfig {
+        CookieConfig {
+            access_name: "__Host-access".into(),
+            refresh_name: "__Host-refresh".into(),
+            same_site: SameSite::Lax,
+            secure: true,
+        }
+    }
+
+    #[test]
+    fn cookies_carry_the_secure_attributes() {
+        let set = config().set("__Host-access", "abc", Duration::from_secs(60));
+        let set = set.to_str().unwrap();
+        for attr in ["__Host-access=abc", "HttpOnly", "Secure", "Path=/", "SameSite=Lax", "Max-Age=60"] {
+            assert!(set.contains(attr), "{set} lacks {attr}");
+        }
+        assert!(!set.contains("Domain"));
+        let clear = config().clear("__Host-refresh");
+        let clear = clear.to_str().unwrap();
+        for attr in ["__Host-refresh=", "HttpOnly", "Secure", "Path=/", "SameSite=Lax", "Max-Age=0"] {
+            assert!(clear.contains(attr), "{clear} lacks {attr}");
+        }
+    }
+
+    #[test]
+    fn finds_cookies_across_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; __Host-access=tok"));
+        headers.append(header::COOKIE, HeaderValue::from_static("__Host-refresh=r; x"));
+        assert_eq!(find(&headers, "__Host-access"), Some("tok"));
+        assert_eq!(find(&headers, "__Host-refresh"), Some("r"));
+        assert_eq!(find(&headers, "missing"), None);
+        assert!(valid_name("__Host-access") && !valid_name("a b") && !valid_name(""));
+    }
+}

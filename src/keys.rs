@@ -1,0 +1,256 @@
+//! Signing and verification keys: one active signing key, a set of
+//! verification keys looked up by `kid`, each pinned to one algorithm, and the
+//! public JWKS document for asymmetric keys.
+//!
+//! The algorithm is always the key's, never the token header's: a token whose
+//! header names another algorithm, `none`, or an unknown `kid` is refused.
+
+use std::sync::Arc;
+
+pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use jsonwebtoken::{
+    DecodingKey, EncodingKey,
+    jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
+};
+
+/// A key could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The PEM or JWK could not be read for this algorithm.
+    #[error("invalid key for {alg:?}: {source}")]
+    Invalid {
+        /// The algorithm the key was meant for.
+        alg: Algorithm,
+        /// What jsonwebtoken said.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// An HMAC secret shorter than the hash output (RFC 7518 §3.2).
+    #[error("an HMAC secret for {alg:?} must be at least {min} bytes, got {len}")]
+    WeakSecret {
+        /// The algorithm.
+        alg: Algorithm,
+        /// Its minimum secret length.
+        min: usize,
+        /// The length given.
+        len: usize,
+    },
+    /// The constructor does not fit the algorithm (for example `hmac` with ES256).
+    #[error("{alg:?} cannot be used here: {why}")]
+    WrongAlgorithm {
+        /// The algorithm given.
+        alg: Algorithm,
+        /// Why not.
+        why: &'static str,
+    },
+    /// A JWK without `kid` or `alg`.
+    #[error("a JWK needs both `kid` and `alg`")]
+    IncompleteJwk,
+}
+
+/// A key that verifies tokens: a `kid`, the one algorithm it accepts, and the
+/// public (or shared) key material. Cheap to clone.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    kid: Arc<str>,
+    alg: Algorithm,
+    decoding: Arc<DecodingKey>,
+    /// The public JWK, for asymmetric keys only (secrets are never published).
+    public_jwk: Option<Arc<Jwk>>,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// An HMAC (HS256/384/512) verification key.
+    pub fn hmac(alg: Algorithm, kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        check_hmac(alg, secret)?;
+        Ok(Self { kid: kid.into().into(), alg, decoding: Arc::new(DecodingKey::from_secret(secret)), public_jwk: None })
+    }
+
+    /// An asymmetric verification key from a public-key PEM (RSA, EC or Ed25519).
+    pub fn from_public_pem(alg: Algorithm, kid: impl Into<String>, pem: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |source| KeyError::Invalid { alg, source };
+        let decoding = match family(alg)? {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+            AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
+            AlgorithmFamily::Hmac => unreachable!("family() refuses HMAC"),
+        }
+        .map_err(invalid)?;
+        let jwk = Jwk::from_decoding_key(&decoding, Some(alg)).map_err(invalid)?;
+        Ok(Self::asymmetric(kid.into(), alg, decoding, jwk))
+    }
+
+    /// A verification key from a public JWK (as found in another service's
+    /// JWKS document); it must carry `kid` and `alg`.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
+        let (Some(kid), Some(key_alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
+            return Err(KeyError::IncompleteJwk);
+        };
+        let alg = Algorithm::try_from(key_alg).map_err(|_| KeyError::IncompleteJwk)?;
+        family(alg)?;
+        let decoding = DecodingKey::from_jwk(jwk).map_err(|source| KeyError::Invalid { alg, source })?;
+        Ok(Self::asymmetric(kid.clone(), alg, decoding, jwk.clone()))
+    }
+
+    fn asymmetric(kid: String, alg: Algorithm, decoding: DecodingKey, mut jwk: Jwk) -> Self {
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.key_algorithm = Some(KeyAlgorithm::from(alg));
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        Self { kid: kid.into(), alg, decoding: Arc::new(decoding), public_jwk: Some(Arc::new(jwk)) }
+    }
+
+    /// The key id tokens name in their header.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The one algorithm this key accepts.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    pub(crate) fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+}
+
+/// The key new tokens are signed with; it also verifies them.
+#[derive(Clone)]
+pub struct SigningKey {
+    encoding: Arc<EncodingKey>,
+    verifying: VerifyingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid()).field("alg", &self.algorithm()).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// An HS256 key; the secret must be at least 32 bytes.
+    ///
+    /// ```
+    /// use tower_jwt_auth::SigningKey;
+    /// let key = SigningKey::hs256("2026-11", b"a secret of at least thirty-two bytes!")?;
+    /// assert_eq!(key.kid(), "2026-11");
+    /// # Ok::<(), tower_jwt_auth::KeyError>(())
+    /// ```
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        Self::hmac(Algorithm::HS256, kid, secret)
+    }
+
+    /// An HMAC key (HS256/384/512); the secret must be at least as long as
+    /// the hash output (32, 48 or 64 bytes).
+    pub fn hmac(alg: Algorithm, kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        let verifying = VerifyingKey::hmac(alg, kid, secret)?;
+        Ok(Self { encoding: Arc::new(EncodingKey::from_secret(secret)), verifying })
+    }
+
+    /// An asymmetric key from a private-key PEM (PKCS#8, or PKCS#1/SEC1 where
+    /// jsonwebtoken accepts them): RS256/384/512 and PS256/384/512 with RSA,
+    /// ES256/ES384 with EC, EdDSA with Ed25519. The public half is derived
+    /// from it and published by [`JwtAuth::jwks`](crate::JwtAuth::jwks).
+    ///
+    /// ```
+    /// use tower_jwt_auth::{Algorithm, SigningKey};
+    /// let pem = b"-----BEGIN PRIVATE KEY-----
+    /// MC4CAQAwBQYDK2VwBCIEIEds1CKkL04kJaQ+pzquKWpdoMly+LttVvhifkihDnKw
+    /// -----END PRIVATE KEY-----";
+    /// let key = SigningKey::from_pem(Algorithm::EdDSA, "ed-1", pem)?;
+    /// assert_eq!(key.algorithm(), Algorithm::EdDSA);
+    /// # Ok::<(), tower_jwt_auth::KeyError>(())
+    /// ```
+    pub fn from_pem(alg: Algorithm, kid: impl Into<String>, private_pem: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |source| KeyError::Invalid { alg, source };
+        let encoding = match family(alg)? {
+            AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(private_pem),
+            AlgorithmFamily::Ec => EncodingKey::from_ec_pem(private_pem),
+            AlgorithmFamily::Ed => EncodingKey::from_ed_pem(private_pem),
+            AlgorithmFamily::Hmac => unreachable!("family() refuses HMAC"),
+        }
+        .map_err(invalid)?;
+        let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(invalid)?;
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(invalid)?;
+        let verifying = VerifyingKey::asymmetric(kid.into(), alg, decoding, jwk);
+        Ok(Self { encoding: Arc::new(encoding), verifying })
+    }
+
+    /// The key id written into every token's header.
+    pub fn kid(&self) -> &str {
+        self.verifying.kid()
+    }
+
+    /// The algorithm tokens are signed with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.verifying.alg
+    }
+
+    /// The verification half of this key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying
+    }
+
+    pub(crate) fn encoding_key(&self) -> &EncodingKey {
+        &self.encoding
+    }
+}
+
+/// The family of an asymmetric algorithm; HMAC is refused.
+fn family(alg: Algorithm) -> Result<AlgorithmFamily, KeyError> {
+    match alg.family() {
+        AlgorithmFamily::Hmac => {
+            Err(KeyError::WrongAlgorithm { alg, why: "HMAC keys are secrets: use `hmac`, not a PEM or JWK" })
+        }
+        other => Ok(other),
+    }
+}
+
+/// Refuses non-HMAC algorithms and secrets shorter than the hash output.
+fn check_hmac(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
+    let min = match alg {
+        Algorithm::HS256 => 32,
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => return Err(KeyError::WrongAlgorithm { alg, why: "not an HMAC algorithm" }),
+    };
+    if secret.len() < min {
+        return Err(KeyError::WeakSecret { alg, min, len: secret.len() });
+    }
+    Ok(())
+}
+
+/// The public JWKS document of every asymmetric key in `keys` (RFC 7517).
+pub(crate) fn jwks<'a>(keys: impl IntoIterator<Item = &'a VerifyingKey>) -> JwkSet {
+    JwkSet { keys: keys.into_iter().filter_map(|k| k.public_jwk.as_deref().cloned()).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_hmac_secrets_are_refused() {
+        assert!(matches!(SigningKey::hs256("k", b"short"), Err(KeyError::WeakSecret { min: 32, len: 5, .. })));
+        assert!(matches!(SigningKey::hmac(Algorithm::HS512, "k", &[7; 63]), Err(KeyError::WeakSecret { min: 64, .. })));
+        assert!(SigningKey::hmac(Algorithm::HS512, "k", &[7; 64]).is_ok());
+    }
+
+    #[test]
+    fn hmac_and_pem_constructors_refuse_the_wrong_family() {
+        assert!(matches!(SigningKey::hmac(Algorithm::ES256, "k", &[0; 64]), Err(KeyError::WrongAlgorithm { .. })));
+        assert!(matches!(SigningKey::from_pem(Algorithm::HS256, "k", b""), Err(KeyError::WrongAlgorithm { .. })));
+    }
+
+    #[test]
+    fn secrets_are_not_published() {
+        let key = SigningKey::hs256("k", &[1; 32]).unwrap();
+        assert!(jwks([key.verifying_key()]).keys.is_empty());
+    }
+}

@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cache;
+mod config;
+mod cookies;
+mod csrf;
+mod error;
+mod extract;
+mod keys;
+mod layer;
+mod random;
+mod refresh_token;
+mod response;
+pub mod revocation;
+mod routes;
+mod session;
+pub mod store;
+pub mod testing;
+mod token;
+
+pub use config::{ConfigError, JwtAuth, JwtAuthBuilder};
+pub use cookie::SameSite;
+pub use error::AuthError;
+pub use extract::{AuthRejection, Claims, NoClaims, Session};
+pub use jsonwebtoken::jwk;
+pub use keys::{Algorithm, KeyError, SigningKey, VerifyingKey};
+pub use layer::{JwtAuthService, ResponseFuture};
+pub use response::{CookieTokens, LoggedOut, TokenResponse};
+pub use session::{ClientInfo, SessionInfo, Tokens};
+pub use token::{AccessToken, RegisteredClaims};

@@ -1,0 +1,308 @@
+//! The embedded, single-process [`SessionStore`]: sessions in a mutex-guarded
+//! map, revocations pushed straight into every attached [`RevocationList`].
+//!
+//! It is the default store: fine for one process, lost on restart. The mutex
+//! is never held across an `.await` and is not on the request hot path (only
+//! logins, refreshes and logouts reach a store).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+};
+
+use super::{NewSession, RotateOutcome, SessionPolicy, SessionRecord, SessionStore, StoreFuture};
+use crate::revocation::RevocationList;
+
+/// Sessions kept in process memory.
+///
+/// Cheap to clone: clones share the same sessions, and a revocation made
+/// through any clone reaches every [`RevocationList`] attached through any
+/// clone. Expired sessions are dropped when touched and by a sweep that runs
+/// every so often (amortised over operations), so memory stays bounded by the
+/// live sessions.
+///
+/// ```
+/// use tower_jwt_auth::store::MemoryStore;
+///
+/// let store = MemoryStore::new();
+/// let same_sessions = store.clone();
+/// # drop((store, same_sessions));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    lists: Mutex<Vec<Weak<RevocationList>>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// user id → session id → session.
+    users: HashMap<String, HashMap<String, SessionRecord>>,
+    /// Revoked session id → Unix ms until which it matters (for lists attached later).
+    revoked: HashMap<String, u64>,
+    /// Live entries in `users`, to pace the sweep.
+    sessions: usize,
+    /// Operations since the last sweep.
+    ops: usize,
+}
+
+/// Never sweep more often than this many operations.
+const MIN_SWEEP_INTERVAL: usize = 1024;
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied
+        // transition (each one is a few map operations), so keep serving.
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pushes revocations into every attached list (outside the state lock).
+    fn publish(&self, revoked: &[(String, u64)]) {
+        if revoked.is_empty() {
+            return;
+        }
+        let mut lists = self.inner.lists.lock().unwrap_or_else(PoisonError::into_inner);
+        lists.retain(|weak| match weak.upgrade() {
+            Some(list) => {
+                for (sid, until) in revoked {
+                    list.insert(sid, *until);
+                }
+                true
+            }
+            None => false,
+        });
+    }
+}
+
+fn is_live(record: &SessionRecord, now_ms: u64) -> bool {
+    now_ms < record.idle_expires_at_ms && now_ms < record.absolute_expires_at_ms
+}
+
+fn ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl State {
+    /// Counts an operation and sweeps expired sessions and revocations once
+    /// enough operations have passed (at least as many as live sessions, so
+    /// the sweep costs O(1) amortised).
+    fn tick(&mut self, now_ms: u64) {
+        self.ops += 1;
+        if self.ops < self.sessions.max(MIN_SWEEP_INTERVAL) {
+            return;
+        }
+        self.ops = 0;
+        let mut removed = 0;
+        self.users.retain(|_, sessions| {
+            let before = sessions.len();
+            sessions.retain(|_, record| is_live(record, now_ms));
+            removed += before - sessions.len();
+            !sessions.is_empty()
+        });
+        self.sessions -= removed;
+        self.revoked.retain(|_, until| *until > now_ms);
+    }
+
+    /// Removes one session; returns it.
+    fn remove(&mut self, user_id: &str, sid: &str) -> Option<SessionRecord> {
+        let sessions = self.users.get_mut(user_id)?;
+        let record = sessions.remove(sid)?;
+        if sessions.is_empty() {
+            self.users.remove(user_id);
+        }
+        self.sessions -= 1;
+        Some(record)
+    }
+
+    /// Remembers revocations for lists attached later; returns them for publishing.
+    fn remember(&mut self, sids: &[String], now_ms: u64, policy: &SessionPolicy) -> Vec<(String, u64)> {
+        let until = now_ms.saturating_add(ms(policy.revocation_ttl));
+        sids.iter()
+            .map(|sid| {
+                let entry = self.revoked.entry(sid.clone()).or_insert(until);
+                *entry = (*entry).max(until);
+                (sid.clone(), until)
+            })
+            .collect()
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn create<'a>(&'a self, session: NewSession, policy: &'a SessionPolicy) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let now = session.now_ms;
+            let absolute = now.saturating_add(ms(policy.absolute_ttl));
+            let record = SessionRecord {
+                sid: session.sid,
+                user_id: session.user_id,
+                claims: session.claims,
+                user_agent: session.user_agent,
+                ip: session.ip,
+                created_at_ms: now,
+                last_used_at_ms: now,
+                counter: 0,
+                rotated_at_ms: 0,
+                idle_expires_at_ms: now.saturating_add(ms(policy.idle_ttl)).min(absolute),
+                absolute_expires_at_ms: absolute,
+            };
+            let (user_id, sid) = (record.user_id.clone(), record.sid.clone());
+            let published = {
+                let mut guard = self.state();
+                let state = &mut *guard;
+                state.tick(now);
+                let sessions = state.users.entry(user_id.clone()).or_default();
+                let before = sessions.len();
+                sessions.retain(|_, r| is_live(r, now));
+                let expired = before - sessions.len();
+                let replaced = sessions.insert(sid.clone(), record).is_some();
+                // The new session always survives, so a cap of 0 acts as 1.
+                let cap = policy.max_sessions.map_or(usize::MAX, |m| (m as usize).max(1));
+                let mut evicted = Vec::new();
+                if sessions.len() > cap {
+                    let mut others: Vec<(u64, &String)> =
+                        sessions.iter().filter(|(s, _)| **s != sid).map(|(s, r)| (r.created_at_ms, s)).collect();
+                    others.sort_unstable();
+                    evicted = others[..sessions.len() - cap].iter().map(|(_, s)| (*s).clone()).collect();
+                    for s in &evicted {
+                        sessions.remove(s);
+                    }
+                }
+                state.sessions = state.sessions + usize::from(!replaced) - expired - evicted.len();
+                state.remember(&evicted, now, policy)
+            };
+            self.publish(&published);
+            Ok(published.into_iter().map(|(sid, _)| sid).collect())
+        })
+    }
+
+    fn rotate<'a>(
+        &'a self,
+        user_id: &'a str,
+        sid: &'a str,
+        presented: u64,
+        now_ms: u64,
+        policy: &'a SessionPolicy,
+    ) -> StoreFuture<'a, RotateOutcome> {
+        Box::pin(async move {
+            let mut state = self.state();
+            state.tick(now_ms);
+            let Some(record) = state.users.get_mut(user_id).and_then(|s| s.get_mut(sid)) else {
+                return Ok(RotateOutcome::NotFound);
+            };
+            if !is_live(record, now_ms) {
+                state.remove(user_id, sid);
+                return Ok(RotateOutcome::NotFound);
+            }
+            if presented == record.counter {
+                record.counter += 1;
+                record.rotated_at_ms = now_ms;
+                record.last_used_at_ms = now_ms;
+                record.idle_expires_at_ms =
+                    now_ms.saturating_add(ms(policy.idle_ttl)).min(record.absolute_expires_at_ms);
+                return Ok(RotateOutcome::Rotated(record.clone()));
+            }
+            if record.counter > 0
+                && presented == record.counter - 1
+                && now_ms.saturating_sub(record.rotated_at_ms) <= ms(policy.grace)
+            {
+                return Ok(RotateOutcome::Replayed(record.clone()));
+            }
+            state.remove(user_id, sid);
+            let published = state.remember(&[sid.to_owned()], now_ms, policy);
+            drop(state);
+            self.publish(&published);
+            Ok(RotateOutcome::Theft { user_id: user_id.to_owned(), sid: sid.to_owned() })
+        })
+    }
+
+    fn list<'a>(&'a self, user_id: &'a str, now_ms: u64) -> StoreFuture<'a, Vec<SessionRecord>> {
+        Box::pin(async move {
+            let mut guard = self.state();
+            let state = &mut *guard;
+            state.tick(now_ms);
+            let Some(sessions) = state.users.get_mut(user_id) else {
+                return Ok(Vec::new());
+            };
+            let before = sessions.len();
+            sessions.retain(|_, r| is_live(r, now_ms));
+            state.sessions -= before - sessions.len();
+            let mut live: Vec<SessionRecord> = sessions.values().cloned().collect();
+            if live.is_empty() {
+                state.users.remove(user_id);
+            }
+            drop(guard);
+            live.sort_unstable_by(|a, b| (a.created_at_ms, &a.sid).cmp(&(b.created_at_ms, &b.sid)));
+            Ok(live)
+        })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        user_id: &'a str,
+        sid: &'a str,
+        now_ms: u64,
+        policy: &'a SessionPolicy,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut state = self.state();
+            state.tick(now_ms);
+            match state.remove(user_id, sid) {
+                Some(record) if is_live(&record, now_ms) => {
+                    let published = state.remember(&[record.sid], now_ms, policy);
+                    drop(state);
+                    self.publish(&published);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+    }
+
+    fn revoke_all<'a>(
+        &'a self,
+        user_id: &'a str,
+        now_ms: u64,
+        policy: &'a SessionPolicy,
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let mut state = self.state();
+            state.tick(now_ms);
+            let Some(sessions) = state.users.remove(user_id) else {
+                return Ok(Vec::new());
+            };
+            state.sessions -= sessions.len();
+            let mut live: Vec<(u64, String)> =
+                sessions.into_values().filter(|r| is_live(r, now_ms)).map(|r| (r.created_at_ms, r.sid)).collect();
+            live.sort_unstable();
+            let sids: Vec<String> = live.into_iter().map(|(_, sid)| sid).collect();
+            let published = state.remember(&sids, now_ms, policy);
+            drop(state);
+            self.publish(&published);
+            Ok(sids)
+        })
+    }
+
+    fn attach(&self, list: Arc<RevocationList>) {
+        // Register first, then load what is remembered: a revocation racing
+        // with this call lands in the list either way.
+        {
+            let mut lists = self.inner.lists.lock().unwrap_or_else(PoisonError::into_inner);
+            lists.retain(|weak| weak.strong_count() > 0);
+            lists.push(Arc::downgrade(&list));
+        }
+        let remembered: Vec<(String, u64)> = self.state().revoked.iter().map(|(s, u)| (s.clone(), *u)).collect();
+        for (sid, until) in remembered {
+            list.insert(&sid, until);
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Access tokens: their claims, how they are issued, and how they are
+//! verified (signature with the `kid`'s pinned algorithm, then `exp`, `nbf`,
+//! `iss`, `aud` with leeway), with a bounded cache of verified tokens so every
+//! algorithm costs about what a hash-map hit costs.
+
+use std::{
+    any::Any,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use jsonwebtoken::{Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+
+use crate::{
+    cache::VerifiedCache,
+    error::AuthError,
+    keys::{SigningKey, VerifyingKey},
+    revocation::now_ms,
+};
+
+/// Claim names this crate writes itself; custom claims may not reuse them.
+pub(crate) const REGISTERED_NAMES: &[&str] = &["sub", "sid", "iat", "exp", "nbf", "jti", "iss", "aud"];
+
+/// The registered claims of an access token issued by this crate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredClaims {
+    /// Subject: the user id.
+    pub sub: String,
+    /// Session id: what refresh, logout and revocation act on.
+    pub sid: String,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Expires at, Unix seconds.
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+    /// Not before, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// A token whose signature and registered claims have been checked.
+pub(crate) struct VerifiedToken {
+    pub(crate) claims: RegisteredClaims,
+    /// The whole payload, from which custom claims are read.
+    pub(crate) payload: Box<RawValue>,
+    /// The custom claims of the first type asked for, decoded once.
+    custom: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl VerifiedToken {
+    fn new(claims: RegisteredClaims, payload: Box<RawValue>) -> Self {
+        Self { claims, payload, custom: OnceLock::new() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(claims: RegisteredClaims) -> Self {
+        Self::new(claims, RawValue::from_string("{}".into()).expect("valid JSON"))
+    }
+
+    /// The custom claims as `T`, decoded at most once per token for the first
+    /// `T` asked for (applications use one claims type).
+    pub(crate) fn custom<T>(&self) -> Result<T, serde_json::Error>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if let Some(cached) = self.custom.get().and_then(|c| c.downcast_ref::<T>()) {
+            return Ok(cached.clone());
+        }
+        let value: T = serde_json::from_str(self.payload.get())?;
+        let _ = self.custom.set(Box::new(value.clone()));
+        Ok(value)
+    }
+}
+
+/// A freshly issued access token.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Its lifetime in seconds (the RFC 6749 `expires_in`).
+    pub expires_in: u64,
+    pub(crate) verified: Arc<VerifiedTokenHandle>,
+}
+
+/// Wrapper so [`AccessToken`] can be `Debug` without printing claims twice.
+pub(crate) struct VerifiedTokenHandle(pub(crate) Arc<VerifiedToken>);
+
+impl std::fmt::Debug for VerifiedTokenHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.claims.fmt(f)
+    }
+}
+
+impl AccessToken {
+    /// The registered claims written into the token.
+    pub fn claims(&self) -> &RegisteredClaims {
+        &self.verified.0.claims
+    }
+}
+
+/// Everything needed to issue access tokens.
+pub(crate) struct Issuer {
+    key: SigningKey,
+    header: Header,
+    issuer: Option<String>,
+    audience: Option<String>,
+    pub(crate) ttl: Duration,
+}
+
+/// The payload written into tokens, custom claims spliced in after it.
+#[derive(Serialize)]
+struct Payload<'a> {
+    sub: &'a str,
+    sid: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// What a token to issue says, beyond the issuer's fixed settings.
+pub(crate) struct TokenSpec<'a> {
+    pub sub: &'a str,
+    pub sid: &'a str,
+    /// The custom claims as a JSON object, already checked by [`custom_claims_json`].
+    pub custom_json: &'a str,
+    pub iat: u64,
+    pub exp: u64,
+    pub nbf: Option<u64>,
+    pub iss: Option<&'a str>,
+    pub aud: Option<&'a str>,
+    pub jti: &'a str,
+}
+
+impl Issuer {
+    pub(crate) fn new(key: SigningKey, issuer: Option<String>, audience: Option<String>, ttl: Duration) -> Self {
+        let mut header = Header::new(key.algorithm());
+        header.kid = Some(key.kid().to_owned());
+        Self { key, header, issuer, audience, ttl }
+    }
+
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    pub(crate) fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    pub(crate) fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
+    }
+
+    /// Issues an access token for `sub` in session `sid`, valid from now for the TTL.
+    pub(crate) fn issue(&self, sub: &str, sid: &str, custom_json: &str) -> Result<AccessToken, AuthError> {
+        let iat = now_ms() / 1000;
+        let jti = crate::random::token_id();
+        let spec = TokenSpec {
+            sub,
+            sid,
+            custom_json,
+            iat,
+            exp: iat + self.ttl.as_secs(),
+            nbf: None,
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
+            jti: &jti,
+        };
+        let mut token = sign(&self.key, &self.header, &spec)?;
+        token.expires_in = self.ttl.as_secs();
+        Ok(token)
+    }
+}
+
+/// Signs `spec` with `key`; also returns the verified form so the caller can
+/// serve the request with it at once.
+pub(crate) fn sign(key: &SigningKey, header: &Header, spec: &TokenSpec<'_>) -> Result<AccessToken, AuthError> {
+    let registered = Payload {
+        sub: spec.sub,
+        sid: spec.sid,
+        iat: spec.iat,
+        exp: spec.exp,
+        jti: spec.jti,
+        nbf: spec.nbf,
+        iss: spec.iss,
+        aud: spec.aud,
+    };
+    let mut payload = serde_json::to_string(&registered).map_err(|_| AuthError::Misconfigured("claims"))?;
+    // `custom_json` is a JSON object without registered names (checked when
+    // the session was created), so splicing its members in keeps valid JSON.
+    let members = spec.custom_json.trim().trim_start_matches('{').trim_end_matches('}').trim();
+    if !members.is_empty() {
+        payload.pop();
+        payload.push(',');
+        payload.push_str(members);
+        payload.push('}');
+    }
+    let payload =
+        RawValue::from_string(payload).map_err(|_| AuthError::Misconfigured("custom claims are not a JSON object"))?;
+    let token = jsonwebtoken::encode(header, &payload, key.encoding_key()).map_err(|error| {
+        tracing::error!(%error, "signing an access token failed");
+        AuthError::Misconfigured("the signing key cannot sign")
+    })?;
+    let claims = RegisteredClaims {
+        sub: spec.sub.to_owned(),
+        sid: spec.sid.to_owned(),
+        iat: spec.iat,
+        exp: spec.exp,
+        jti: spec.jti.to_owned(),
+        nbf: spec.nbf,
+        iss: spec.iss.map(str::to_owned),
+    };
+    let verified = Arc::new(VerifiedToken::new(claims, payload));
+    Ok(AccessToken {
+        token,
+        expires_in: spec.exp.saturating_sub(spec.iat),
+        verified: Arc::new(VerifiedTokenHandle(verified)),
+    })
+}
+
+/// Serializes custom claims to a JSON object that may be spliced into a token.
+pub(crate) fn custom_claims_json<T: Serialize + ?Sized>(claims: &T) -> Result<String, AuthError> {
+    let value =
+        serde_json::to_value(claims).map_err(|_| AuthError::Misconfigured("custom claims cannot be serialized"))?;
+    match &value {
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| REGISTERED_NAMES.contains(&k.as_str())) {
+                return Err(AuthError::Misconfigured("custom claims may not use registered claim names"));
+            }
+        }
+        serde_json::Value::Null => return Ok("{}".to_owned()),
+        _ => return Err(AuthError::Misconfigured("custom claims must serialize to a JSON object")),
+    }
+    Ok(value.to_string())
+}
+
+/// Verifies tokens against a key set, with the validation rules built once.
+pub(crate) struct Verifier {
+    keys: Vec<(VerifyingKey, Validation)>,
+    cache: VerifiedCache,
+    leeway_secs: u64,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    pub(crate) fn new(
+        keys: Vec<VerifyingKey>,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+        leeway: Duration,
+        cache_capacity: usize,
+        max_token_bytes: usize,
+    ) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|key| {
+                let mut validation = Validation::new(key.algorithm());
+                validation.leeway = leeway.as_secs();
+                validation.validate_nbf = true;
+                validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+                if let Some(iss) = issuer {
+                    validation.set_issuer(&[iss]);
+                    validation.required_spec_claims.insert("iss".into());
+                }
+                match audience {
+                    Some(aud) => {
+                        validation.set_audience(&[aud]);
+                        validation.required_spec_claims.insert("aud".into());
+                    }
+                    None => validation.validate_aud = false,
+                }
+                (key, validation)
+            })
+            .collect();
+        Self { keys, cache: VerifiedCache::new(cache_capacity), leeway_secs: leeway.as_secs(), max_token_bytes }
+    }
+
+    /// Verifies `token`, from the cache when it was verified before.
+    pub(crate) fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::InvalidToken("The access token is too large"));
+        }
+        if let Some(hit) = self.cache.get(token) {
+            return self.check_times(&hit.claims, now_ms() / 1000).map(|()| hit);
+        }
+        let verified = Arc::new(self.verify_uncached(token)?);
+        self.cache.insert(token, verified.clone(), verified.claims.exp + self.leeway_secs);
+        Ok(verified)
+    }
+
+    /// Puts a token this instance just issued into the cache.
+    pub(crate) fn remember(&self, token: &AccessToken) {
+        let verified = token.verified.0.clone();
+        let until = verified.claims.exp + self.leeway_secs;
+        self.cache.insert(&token.token, verified, until);
+    }
+
+    /// `exp` and `nbf` again for a cached token (the signature was checked).
+    fn check_times(&self, claims: &RegisteredClaims, now: u64) -> Result<(), AuthError> {
+        if claims.exp + self.leeway_secs < now {
+            return Err(AuthError::EXPIRED);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + self.leeway_secs) {
+            return Err(AuthError::InvalidToken("The access token is not valid yet"));
+        }
+        Ok(())
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| describe(e.kind()))?;
+        let kid = header.kid.as_deref().ok_or(AuthError::InvalidToken("The access token names no key"))?;
+        let (key, validation) = self
+            .keys
+            .iter()
+            .find(|(key, _)| key.kid() == kid)
+            .ok_or(AuthError::InvalidToken("The access token was signed by an unknown key"))?;
+        let data = jsonwebtoken::decode::<Box<RawValue>>(token, key.decoding_key(), validation)
+            .map_err(|e| describe(e.kind()))?;
+        let claims: RegisteredClaims = serde_json::from_str(data.claims.get())
+            .map_err(|_| AuthError::InvalidToken("The access token lacks a required claim"))?;
+        Ok(VerifiedToken::new(claims, data.claims))
+    }
+
+    /// Every verification key (for the JWKS document).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.keys.iter().map(|(key, _)| key)
+    }
+}
+
+/// A human description of a verification failure; never includes the token.
+fn describe(kind: &ErrorKind) -> AuthError {
+    AuthError::InvalidToken(match kind {
+        ErrorKind::ExpiredSignature => return AuthError::EXPIRED,
+        ErrorKind::ImmatureSignature => "The access token is not valid yet",
+        ErrorKind::InvalidIssuer => "The access token was issued by another issuer",
+        ErrorKind::InvalidAudience => "The access token is meant for another audience",
+        ErrorKind::InvalidSignature => "The access token signature is invalid",
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "The access token algorithm does not match its key"
+        }
+        ErrorKind::MissingRequiredClaim(_) => "The access token lacks a required claim",
+        _ => "The access token is malformed",
+    })
+}

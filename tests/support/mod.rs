@@ -1,0 +1,4 @@
+//! Shared helpers for the integration tests (`mod support;` in a test file).
+#![allow(dead_code)] // each test file uses a different part
+
+pub mod redis_server;

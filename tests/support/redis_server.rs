@@ -1,0 +1,264 @@
+//! Real `redis-server` processes for tests and benches: one node
+//! ([`RedisServer`]) or a three-master Cluster ([`RedisCluster`]), each on free
+//! loopback ports in a fresh temporary directory, killed on drop.
+//!
+//! Use from a test file with `mod support;` and
+//! `support::redis_server::RedisServer::start()`, or from a bench with
+//! `#[path = "../tests/support/redis_server.rs"] mod redis_server;`.
+//! Never touches a server already running on this machine (e.g. port 6379).
+#![allow(dead_code)] // each test file uses a different part of it
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+/// How long a server may take to answer `PING` after starting.
+const READY_CEILING: Duration = Duration::from_secs(10);
+/// How long a cluster may take to report `cluster_state:ok` on every node.
+const CLUSTER_CEILING: Duration = Duration::from_secs(30);
+
+/// One `redis-server` on `127.0.0.1:<port>`, no persistence.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    /// The cluster bus port, for cluster nodes.
+    cluster_port: Option<u16>,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a standalone server on a free port and waits until it answers.
+    ///
+    /// Panics when `redis-server` is not installed or does not come up.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(cluster: bool) -> Self {
+        require_redis_server();
+        // A port found free may be taken before the server binds it: retry.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                cluster_port: cluster.then(free_port),
+                dir: fresh_dir(),
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(err) => last_error = err,
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (after [`stop`](Self::stop));
+    /// it comes back empty, as persistence is off.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(err) = self.spawn() {
+            panic!("redis-server did not restart on port {}: {err}", self.port);
+        }
+    }
+
+    /// Sends one command and returns the reply, flattened to text (see [`command`]).
+    pub fn cmd(&self, args: &[&str]) -> Result<String, String> {
+        command(self.port, args)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"));
+        if let Some(bus) = self.cluster_port {
+            // A fresh nodes.conf per start: a restarted node forgets the cluster.
+            let _ = std::fs::remove_file(self.dir.join("nodes.conf"));
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-port", &bus.to_string(), "--cluster-node-timeout", "5000"]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning redis-server: {e}"))?;
+        let deadline = Instant::now() + READY_CEILING;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                return Err(format!("redis-server exited with {status}: {}", log.trim()));
+            }
+            if command(self.port, &["PING"]).is_ok_and(|r| r == "PONG") {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no PONG on port {} within {READY_CEILING:?}", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) owning all 16384 slots.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled nodes, assigns the slots, joins them, and
+    /// waits until every node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(true)).collect();
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (node, (from, to)) in nodes.iter().zip(ranges) {
+            node.cmd(&["CLUSTER", "ADDSLOTSRANGE", &from.to_string(), &to.to_string()])
+                .unwrap_or_else(|e| panic!("CLUSTER ADDSLOTSRANGE: {e}"));
+        }
+        for other in &nodes[1..] {
+            let (port, bus) = (other.port.to_string(), other.cluster_port.unwrap_or_default().to_string());
+            nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus]).unwrap_or_else(|e| panic!("CLUSTER MEET: {e}"));
+        }
+        let deadline = Instant::now() + CLUSTER_CEILING;
+        loop {
+            let ready = nodes.iter().all(|n| {
+                n.cmd(&["CLUSTER", "INFO"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3"))
+            });
+            if ready {
+                return Self { nodes };
+            }
+            assert!(Instant::now() < deadline, "cluster not ok within {CLUSTER_CEILING:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The node URLs joined by commas (the form `RedisStore::connect` takes).
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// The nodes (to query each one, e.g. `SCAN`).
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+/// Sends one command to `127.0.0.1:<port>` over a fresh connection (RESP2)
+/// and returns the reply as text: simple and bulk strings as they are,
+/// integers in decimal, a nil as `""`, arrays as their elements joined by
+/// `'\n'` (nested arrays flattened). An error reply is `Err`.
+pub fn command(port: u16, args: &[&str]) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&request).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut out = Vec::new();
+    read_reply(&mut reader, &mut out)?;
+    Ok(out.join("\n"))
+}
+
+fn read_reply(reader: &mut impl BufRead, out: &mut Vec<String>) -> Result<(), String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at_checked(1).ok_or("connection closed")?;
+    match kind {
+        "+" | ":" => out.push(rest.to_owned()),
+        "-" => return Err(rest.to_owned()),
+        "$" => {
+            let len: i64 = rest.parse().map_err(|_| format!("bad bulk length {rest}"))?;
+            if len < 0 {
+                out.push(String::new());
+            } else {
+                let mut buf = vec![0; len as usize + 2];
+                reader.read_exact(&mut buf).map_err(|e| e.to_string())?;
+                buf.truncate(len as usize);
+                out.push(String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+        "*" => {
+            let len: i64 = rest.parse().map_err(|_| format!("bad array length {rest}"))?;
+            for _ in 0..len.max(0) {
+                read_reply(reader, out)?;
+            }
+        }
+        other => return Err(format!("unexpected reply type {other:?}")),
+    }
+    Ok(())
+}
+
+fn require_redis_server() {
+    match Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "redis-server not found on PATH: install it with `apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis`"
+        ),
+        Err(e) => panic!("cannot run redis-server: {e}"),
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    // Cluster nodes need their port + 10000 unused by convention only; we
+    // pass `--cluster-port` explicitly, so any free port will do.
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
+}
+
+fn fresh_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tjwt-redis-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a temporary directory for redis-server");
+    dir
+}
