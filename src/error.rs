@@ -98,7 +98,10 @@ impl AuthError {
         let body = ErrorBody { error: self.code().unwrap_or("unauthorized"), error_description: &description };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        // RFC 6750 §3: every bearer-request rejection names the scheme; the
+        // token endpoint's errors (RFC 6749 §5.2) and 404/503 do not.
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) || matches!(self, Self::InvalidRequest(_))
+        {
             headers.insert(header::WWW_AUTHENTICATE, self.www_authenticate(realm));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {

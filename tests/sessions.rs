@@ -1,0 +1,463 @@
+//! Sessions through the layer, in process with the embedded store:
+//! transparent refresh, convergence of racing refreshes, theft detection,
+//! logout semantics, the refresh endpoint, CSRF, device management.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::Path,
+    http::StatusCode,
+    routing::{delete, get, post},
+};
+use http::{HeaderMap, Request, header};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tower_jwt_auth::{AuthError, Claims, ClientInfo, JwtAuth, LoggedOut, Session, SessionInfo, SigningKey};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Profile {
+    name: String,
+}
+
+fn builder() -> tower_jwt_auth::JwtAuthBuilder {
+    JwtAuth::builder().signing_key(SigningKey::hs256("k", &[3; 32]).unwrap()).leeway(Duration::ZERO)
+}
+
+async fn me(claims: Claims<Profile>) -> Json<Claims<Profile>> {
+    Json(claims)
+}
+
+async fn logout(session: Session) -> Result<LoggedOut, AuthError> {
+    session.logout().await
+}
+
+async fn list(session: Session) -> Result<Json<Vec<SessionInfo>>, AuthError> {
+    Ok(Json(session.list().await?))
+}
+
+async fn revoke(session: Session, Path(id): Path<String>) -> Result<StatusCode, AuthError> {
+    session.revoke(&id).await.map(|()| StatusCode::NO_CONTENT)
+}
+
+fn app(auth: &JwtAuth) -> Router {
+    let protected = Router::new()
+        .route("/me", get(me))
+        .route("/me", post(me))
+        .route("/logout", post(logout))
+        .route("/sessions", get(list))
+        .route("/sessions/{id}", delete(revoke))
+        .route_layer(auth.clone());
+    Router::new().merge(protected).merge(auth.refresh_router())
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    /// `name=value` of each `Set-Cookie`, attributes dropped.
+    fn set_cookies(&self) -> Vec<(String, String)> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| {
+                let pair = v.to_str().unwrap().split(';').next().unwrap();
+                let (name, value) = pair.split_once('=').unwrap();
+                (name.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply { status, headers, body }
+}
+
+fn with_cookies(method: &str, uri: &str, access: Option<&str>, refresh: Option<&str>) -> http::request::Builder {
+    let mut cookies = Vec::new();
+    if let Some(access) = access {
+        cookies.push(format!("__Host-access={access}"));
+    }
+    if let Some(refresh) = refresh {
+        cookies.push(format!("__Host-refresh={refresh}"));
+    }
+    Request::builder().method(method).uri(uri).header(header::COOKIE, cookies.join("; "))
+}
+
+async fn login(auth: &JwtAuth, user: &str) -> tower_jwt_auth::Tokens {
+    auth.login(user, &Profile { name: user.to_uppercase() }, ClientInfo::default()).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_access_cookie_is_refreshed_transparently() {
+    let auth = builder().build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+
+    let reply = send(
+        &app,
+        with_cookies("GET", "/me", Some(&expired), Some(tokens.refresh_token())).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["sub"], "alice");
+    assert_eq!(reply.body["sid"], tokens.session_id(), "the handler sees the refreshed session's claims");
+    assert_eq!(reply.body["name"], "ALICE", "custom claims are re-issued");
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "private, no-store");
+    let new_access = reply.cookie("__Host-access").expect("a new access cookie");
+    let new_refresh = reply.cookie("__Host-refresh").expect("a new refresh cookie");
+    assert_ne!(new_refresh, tokens.refresh_token());
+    for set_cookie in reply.headers.get_all(header::SET_COOKIE) {
+        let set_cookie = set_cookie.to_str().unwrap();
+        for attr in ["HttpOnly", "Secure", "Path=/", "SameSite=Lax"] {
+            assert!(set_cookie.contains(attr), "{set_cookie}");
+        }
+    }
+
+    // The new pair works without refreshing again.
+    let reply =
+        send(&app, with_cookies("GET", "/me", Some(&new_access), Some(&new_refresh)).body(Body::empty()).unwrap())
+            .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookies().is_empty(), "a valid access cookie needs no refresh");
+
+    // A missing access cookie with a valid refresh cookie is refreshed too.
+    let reply = send(&app, with_cookies("GET", "/me", None, Some(&new_refresh)).body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.cookie("__Host-refresh").is_some());
+}
+
+#[tokio::test]
+async fn bearer_clients_are_told_their_token_expired() {
+    let auth = builder().build().unwrap();
+    let tokens = login(&auth, "alice").await;
+    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let request = Request::get("/me")
+        .header(header::AUTHORIZATION, format!("Bearer {expired}"))
+        .header(header::COOKIE, format!("__Host-refresh={}", tokens.refresh_token()))
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app(&auth), request).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let www = reply.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(www.contains(r#"error="invalid_token""#) && www.contains("expired"), "{www}");
+    assert!(reply.set_cookies().is_empty(), "no cookie refresh for bearer clients");
+}
+
+#[tokio::test]
+async fn fifty_parallel_refreshes_converge_on_one_successor() {
+    let auth = builder().build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let requests = (0..50).map(|_| {
+        let app = app.clone();
+        let request =
+            with_cookies("GET", "/me", Some(&expired), Some(tokens.refresh_token())).body(Body::empty()).unwrap();
+        tokio::spawn(async move { send(&app, request).await })
+    });
+    let mut successors = std::collections::HashSet::new();
+    for reply in futures_join(requests).await {
+        assert_eq!(reply.status, StatusCode::OK);
+        successors.insert(reply.cookie("__Host-refresh").unwrap());
+    }
+    assert_eq!(successors.len(), 1, "every racer gets the same successor");
+
+    // Exactly one rotation happened: the successor is counter 1, so rotating
+    // it yields counter 2 and the original token is now two generations old.
+    let successor = successors.into_iter().next().unwrap();
+    assert!(successor.split('.').nth(2) == Some("1"), "{successor}");
+    let next = auth.refresh(&successor).await.unwrap();
+    assert_eq!(next.refresh_token().split('.').nth(2), Some("2"));
+}
+
+async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn within_grace_the_previous_token_yields_the_same_successor() {
+    let auth = builder().grace(Duration::from_secs(30)).build().unwrap();
+    let tokens = login(&auth, "alice").await;
+    let first = auth.refresh(tokens.refresh_token()).await.unwrap();
+    let again = auth.refresh(tokens.refresh_token()).await.unwrap();
+    assert_eq!(first.refresh_token(), again.refresh_token());
+    assert_eq!(first.session_id(), again.session_id());
+}
+
+#[tokio::test]
+async fn reuse_after_grace_revokes_the_whole_session() {
+    let auth = builder().grace(Duration::ZERO).build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+    let rotated = auth.refresh(tokens.refresh_token()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await; // past the zero grace window
+
+    let theft = auth.refresh(tokens.refresh_token()).await.unwrap_err();
+    assert!(matches!(theft, AuthError::InvalidGrant(d) if d.contains("already used")), "{theft:?}");
+
+    // Everything of the session is dead: the newest refresh token...
+    assert!(matches!(auth.refresh(rotated.refresh_token()).await, Err(AuthError::InvalidGrant(_))));
+    // ...its access tokens, at once...
+    let request = Request::get("/me").header(header::AUTHORIZATION, format!("Bearer {}", rotated.access_token()));
+    assert_eq!(send(&app, request.body(Body::empty()).unwrap()).await.status, StatusCode::UNAUTHORIZED);
+    // ...and replaying anything later does not reopen it.
+    for token in [tokens.refresh_token(), rotated.refresh_token()] {
+        assert!(auth.refresh(token).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn a_dead_refresh_cookie_is_401_and_clears_the_cookies() {
+    let auth = builder().build().unwrap();
+    let tokens = login(&auth, "alice").await;
+    auth.revoke_session("alice", tokens.session_id()).await.unwrap();
+    let reply =
+        send(&app(&auth), with_cookies("GET", "/me", None, Some(tokens.refresh_token())).body(Body::empty()).unwrap())
+            .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body["error"], "invalid_token");
+    assert_eq!(reply.cookie("__Host-access").as_deref(), Some(""));
+    assert_eq!(reply.cookie("__Host-refresh").as_deref(), Some(""));
+    assert!(reply.headers.get_all(header::SET_COOKIE).iter().all(|c| c.to_str().unwrap().contains("Max-Age=0")));
+
+    let forged =
+        send(&app(&auth), with_cookies("GET", "/me", None, Some("a.b.0.c")).body(Body::empty()).unwrap()).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn logout_clears_cookies_and_never_sets_fresh_ones() {
+    let auth = builder().build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    // The access cookie expired: the layer refreshes on the way in, but the
+    // handler logs out, so the response only clears.
+    let reply = send(
+        &app,
+        with_cookies("POST", "/logout", Some(&expired), Some(tokens.refresh_token())).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        reply.set_cookies(),
+        vec![("__Host-access".into(), String::new()), ("__Host-refresh".into(), String::new())]
+    );
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "private, no-store");
+    assert!(auth.list_sessions("alice", None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_refresh_endpoint_speaks_rfc6749() {
+    let auth = builder().build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+
+    let json_request = |token: &str| {
+        Request::post("/auth/refresh")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({ "refresh_token": token }).to_string()))
+            .unwrap()
+    };
+    let reply = send(&app, json_request(tokens.refresh_token())).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["token_type"], "Bearer");
+    assert!(reply.body["access_token"].as_str().unwrap().split('.').count() == 3);
+    assert!(reply.body["expires_in"].as_u64().unwrap() > 0);
+    let next = reply.body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(next, tokens.refresh_token());
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    assert!(reply.set_cookies().is_empty());
+
+    // The form encoding of RFC 6749 §6 works too.
+    let form = Request::post("/auth/refresh")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("grant_type=refresh_token&refresh_token={next}")))
+        .unwrap();
+    assert_eq!(send(&app, form).await.status, StatusCode::OK);
+
+    for bad in ["", "garbage", "a.b.1.c"] {
+        let reply = send(&app, json_request(bad)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(reply.body["error"], "invalid_grant");
+    }
+    let not_json = Request::post("/auth/refresh").body(Body::from("{")).unwrap();
+    assert_eq!(send(&app, not_json).await.body["error"], "invalid_request");
+
+    // Cookie mode: no body, the refresh cookie rotates.
+    let tokens = login(&auth, "bob").await;
+    let reply = send(
+        &app,
+        with_cookies("POST", "/auth/refresh", None, Some(tokens.refresh_token())).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["sub"], "bob");
+    assert!(reply.cookie("__Host-refresh").is_some_and(|c| c != tokens.refresh_token()));
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "private, no-store");
+    let none = send(&app, Request::post("/auth/refresh").body(Body::empty()).unwrap()).await;
+    assert_eq!((none.status, none.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+}
+
+#[tokio::test]
+async fn cross_site_cookie_requests_are_refused_before_any_rotation() {
+    let auth = builder().build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let cross_site = |uri: &str| {
+        with_cookies("POST", uri, Some(&expired), Some(tokens.refresh_token()))
+            .header(header::HOST, "app.test")
+            .header("sec-fetch-site", "cross-site")
+            .header(header::ORIGIN, "https://evil.test")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for uri in ["/logout", "/auth/refresh"] {
+        let reply = send(&app, cross_site(uri)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
+        assert!(reply.headers[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer"));
+        assert_eq!(reply.body["error"], "invalid_request");
+        assert!(reply.set_cookies().is_empty());
+    }
+    // No rotation happened: the refresh token is still the current one
+    // (rotating it now gives counter 1, not a theft).
+    let next = auth.refresh(tokens.refresh_token()).await.unwrap();
+    assert_eq!(next.refresh_token().split('.').nth(2), Some("1"));
+
+    // An Origin other than the server's own, without Sec-Fetch-Site: refused too.
+    let request = with_cookies("POST", "/me", Some(next.access_token()), None)
+        .header(header::HOST, "app.test")
+        .header(header::ORIGIN, "https://evil.test")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, request).await.status, StatusCode::FORBIDDEN);
+    // Same origin passes; so does a bearer request from anywhere.
+    let same = with_cookies("POST", "/me", Some(next.access_token()), None)
+        .header(header::HOST, "app.test")
+        .header(header::ORIGIN, "http://app.test")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, same).await.status, StatusCode::OK);
+    let bearer = Request::post("/me")
+        .header(header::AUTHORIZATION, format!("Bearer {}", next.access_token()))
+        .header("sec-fetch-site", "cross-site")
+        .header(header::ORIGIN, "https://evil.test")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, bearer).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn users_see_and_revoke_only_their_own_sessions() {
+    let auth = builder().build().unwrap();
+    let app = app(&auth);
+    let client = ClientInfo { user_agent: Some("Firefox/140".into()), ip: Some([10, 0, 0, 7].into()) };
+    let laptop = auth.login("alice", &Profile { name: "A".into() }, client).await.unwrap();
+    let phone = login(&auth, "alice").await;
+    let bobs = login(&auth, "bob").await;
+
+    let bearer = |token: &str, method: &str, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let reply = send(&app, bearer(phone.access_token(), "GET", "/sessions")).await;
+    let list = reply.body.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["id"], laptop.session_id());
+    assert_eq!(list[0]["user_agent"], "Firefox/140");
+    assert_eq!(list[0]["current"], false);
+    assert_eq!(list[1]["current"], true);
+    assert!(list[0]["created_at"].as_u64().unwrap() > 1_700_000_000);
+    assert!(list[0]["last_used_at"].as_u64().is_some());
+
+    let other = send(&app, bearer(phone.access_token(), "DELETE", &format!("/sessions/{}", bobs.session_id()))).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, bearer(bobs.access_token(), "GET", "/sessions")).await.body.as_array().unwrap().len(), 1);
+
+    let mine = send(&app, bearer(phone.access_token(), "DELETE", &format!("/sessions/{}", laptop.session_id()))).await;
+    assert_eq!(mine.status, StatusCode::NO_CONTENT);
+    assert_eq!(send(&app, bearer(laptop.access_token(), "GET", "/me")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&app, bearer(phone.access_token(), "GET", "/me")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_all_and_the_session_cap() {
+    let auth = builder().max_sessions_per_user(2).build().unwrap();
+    let first = login(&auth, "alice").await;
+    let second = login(&auth, "alice").await;
+    let third = login(&auth, "alice").await;
+    let live: Vec<String> = auth.list_sessions("alice", None).await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(live, vec![second.session_id().to_owned(), third.session_id().to_owned()], "the oldest is evicted");
+    assert!(auth.refresh(first.refresh_token()).await.is_err());
+    let app = app(&auth);
+    let me = |token: &str| {
+        Request::get("/me").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap()
+    };
+    assert_eq!(send(&app, me(first.access_token())).await.status, StatusCode::UNAUTHORIZED, "evicted at once");
+
+    let bob = login(&auth, "bob").await;
+    assert_eq!(auth.revoke_all_sessions("alice").await.unwrap(), 2);
+    for tokens in [&second, &third] {
+        assert_eq!(send(&app, me(tokens.access_token())).await.status, StatusCode::UNAUTHORIZED);
+        assert!(auth.refresh(tokens.refresh_token()).await.is_err());
+    }
+    assert_eq!(send(&app, me(bob.access_token())).await.status, StatusCode::OK, "other users are untouched");
+}
+
+#[tokio::test]
+async fn claims_can_be_reloaded_at_refresh() {
+    let auth = builder()
+        .reload_claims(|user: String| async move {
+            match user.as_str() {
+                "alice" => Ok(Some(Profile { name: "Alice, promoted".into() })),
+                _ => Ok::<_, std::io::Error>(None),
+            }
+        })
+        .build()
+        .unwrap();
+    let alice = login(&auth, "alice").await;
+    let refreshed = auth.refresh(alice.refresh_token()).await.unwrap();
+    let app = app(&auth);
+    let request = Request::get("/me").header(header::AUTHORIZATION, format!("Bearer {}", refreshed.access_token()));
+    assert_eq!(send(&app, request.body(Body::empty()).unwrap()).await.body["name"], "Alice, promoted");
+
+    let bob = login(&auth, "bob").await;
+    assert!(
+        matches!(auth.refresh(bob.refresh_token()).await, Err(AuthError::InvalidGrant(_))),
+        "a user gone ends the session"
+    );
+    assert!(auth.list_sessions("bob", None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn custom_claims_may_not_shadow_registered_ones() {
+    let auth = builder().build().unwrap();
+    let result = auth.login("alice", &json!({ "sub": "root" }), ClientInfo::default()).await;
+    assert!(matches!(result, Err(AuthError::Misconfigured(_))));
+}
