@@ -13,7 +13,7 @@ use axum::{
     Json, Router,
     extract::{Path, State, rejection::JsonRejection},
     http::StatusCode,
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Response},
     routing::{delete, get, post},
 };
 use hmac::{Hmac, Mac};
@@ -64,6 +64,12 @@ async fn login(
     })
 }
 
+/// The demo page: log in, "who am I", sessions, logout; plain HTML and a
+/// little JavaScript calling the routes below with same-origin `fetch`.
+async fn index() -> Html<&'static str> {
+    Html(include_str!("demo/index.html"))
+}
+
 async fn me(claims: Claims<DemoClaims>) -> Json<Claims<DemoClaims>> {
     Json(claims)
 }
@@ -95,6 +101,7 @@ fn app(auth: JwtAuth) -> Router {
         .route("/sessions/{id}", delete(revoke))
         .route_layer(auth.clone());
     Router::new()
+        .route("/", get(index))
         .route("/login", post(login))
         .merge(protected)
         .merge(auth.refresh_router())
@@ -135,6 +142,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .signing_key(SigningKey::hs256("demo-1", &derive(&secret, "access-token"))?)
         .refresh_token_secret(derive(&secret, "refresh-token"))
         .issuer("tower-jwt-auth-demo")
+        // One clock issues and verifies, so no skew to tolerate: an expired
+        // token is refused (or refreshed) the second it expires.
+        .leeway(Duration::ZERO)
         .access_ttl(env_secs("ACCESS_TTL_SECS", 900))
         .refresh_ttl(env_secs("REFRESH_TTL_SECS", 14 * 24 * 3600))
         .refresh_absolute_ttl(env_secs("REFRESH_ABSOLUTE_TTL_SECS", 30 * 24 * 3600))

@@ -83,7 +83,7 @@ impl JwtAuthBuilder {
     /// | refresh idle lifetime (sliding) | 14 days |
     /// | refresh absolute lifetime | 30 days |
     /// | grace window for a just-rotated refresh token | 10 seconds |
-    /// | clock leeway for `exp`/`nbf` | 30 seconds |
+    /// | clock leeway for `exp`/`nbf` | 5 seconds |
     /// | sessions per user | unlimited |
     /// | cookies | `__Host-access`, `__Host-refresh`; `HttpOnly; Secure; Path=/; SameSite=Lax` |
     /// | verified-token cache | 10 000 tokens |
@@ -96,7 +96,7 @@ impl JwtAuthBuilder {
             verifying_keys: Vec::new(),
             issuer: None,
             audience: None,
-            leeway: Duration::from_secs(30),
+            leeway: Duration::from_secs(5),
             access_ttl: Duration::from_secs(15 * 60),
             idle_ttl: Duration::from_secs(14 * 24 * 3600),
             absolute_ttl: Duration::from_secs(30 * 24 * 3600),
