@@ -9,7 +9,7 @@ use std::{
     net::IpAddr,
     pin::Pin,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
@@ -61,7 +61,26 @@ pub(crate) struct Refreshed {
     pub(crate) refresh_max_age: Duration,
 }
 
-type Flight = Arc<OnceCell<Result<Arc<Refreshed>, AuthError>>>;
+/// One rotation of one presented refresh token, shared by every request of
+/// this process presenting it: racers wait for the same store call, and
+/// later arrivals reuse its success for as long as the store itself would
+/// answer with the same successor (the grace window), without asking it.
+struct Flight {
+    /// Taken before the store call, so reuse ends no later than the store's window.
+    started: Instant,
+    result: OnceCell<Result<Arc<Refreshed>, AuthError>>,
+}
+
+impl Flight {
+    /// Whether a request arriving `now` may join this flight.
+    fn is_live(&self, now: Instant, grace: Duration) -> bool {
+        match self.result.get() {
+            None => true,
+            Some(Ok(_)) => now < self.started + grace,
+            Some(Err(_)) => false,
+        }
+    }
+}
 
 /// Session state shared by the clones of one [`JwtAuth`].
 pub(crate) struct Sessions {
@@ -70,8 +89,8 @@ pub(crate) struct Sessions {
     key: RefreshKey,
     revocations: Arc<RevocationList>,
     reload_claims: Option<ClaimsReloader>,
-    /// Refreshes in progress, by presented token: racers share one store call.
-    in_flight: Mutex<HashMap<RefreshToken, Flight>>,
+    /// Rotations in progress or just done, by presented token (see [`Flight`]).
+    in_flight: Mutex<HashMap<RefreshToken, Arc<Flight>>>,
 }
 
 impl Sessions {
@@ -94,15 +113,19 @@ impl Sessions {
     }
 }
 
-/// Drops a finished (or abandoned) single-flight entry, if still the same one.
+/// Drops a failed or abandoned flight once its request is done, so the next
+/// presentation asks the store again (successes stay until their window ends).
 struct LeaveFlight<'a> {
     sessions: &'a Sessions,
     token: &'a RefreshToken,
-    flight: &'a Flight,
+    flight: &'a Arc<Flight>,
 }
 
 impl Drop for LeaveFlight<'_> {
     fn drop(&mut self) {
+        if matches!(self.flight.result.get(), Some(Ok(_))) {
+            return;
+        }
         let mut in_flight = self.sessions.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         if in_flight.get(self.token).is_some_and(|current| Arc::ptr_eq(current, self.flight)) {
             in_flight.remove(self.token);
@@ -256,12 +279,21 @@ impl JwtAuth {
         }
         let flight = {
             let mut in_flight = sessions.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            in_flight.entry(presented.clone()).or_default().clone()
+            let (now, grace) = (Instant::now(), sessions.policy.grace);
+            if in_flight.len() > 1024 {
+                in_flight.retain(|_, flight| flight.is_live(now, grace));
+            }
+            match in_flight.get(&presented) {
+                Some(flight) if flight.is_live(now, grace) => flight.clone(),
+                _ => {
+                    let flight = Arc::new(Flight { started: now, result: OnceCell::new() });
+                    in_flight.insert(presented.clone(), flight.clone());
+                    flight
+                }
+            }
         };
-        // Removes the entry however this call ends (cancelled included), so
-        // the next presentation asks the store again.
         let _leave = LeaveFlight { sessions, token: &presented, flight: &flight };
-        let result = flight.get_or_init(|| self.rotate(&presented)).await.clone();
+        let result = flight.result.get_or_init(|| self.rotate(&presented)).await.clone();
         result.map(|refreshed| Tokens { auth: self.clone(), refreshed })
     }
 
