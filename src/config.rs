@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     cookies::{self, CookieConfig},
-    csrf::CsrfCheck,
+    csrf::{CsrfCheck, DoubleSubmit},
     error::AuthError,
     keys::{KeyError, SigningKey, VerifyingKey},
     random,
@@ -64,6 +64,7 @@ pub struct JwtAuthBuilder {
     refresh_secret: Option<Vec<u8>>,
     store: Option<Arc<dyn SessionStore>>,
     trusted_origins: Vec<String>,
+    csrf_cookie: Option<String>,
     on_rejection: Option<RejectionRenderer>,
     reload_claims: Option<ClaimsReloader>,
 }
@@ -86,6 +87,7 @@ impl JwtAuthBuilder {
     /// | clock leeway for `exp`/`nbf` | 5 seconds |
     /// | sessions per user | unlimited |
     /// | cookies | `__Host-access`, `__Host-refresh`; `HttpOnly; Secure; Path=/; SameSite=Lax` |
+    /// | CSRF | `Sec-Fetch-Site`/`Origin` check for cookie-authenticated unsafe requests; no double-submit token |
     /// | verified-token cache | 10 000 tokens |
     /// | longest access token accepted | 8 KiB |
     /// | session store | [`MemoryStore`] (one process) |
@@ -112,6 +114,7 @@ impl JwtAuthBuilder {
             refresh_secret: None,
             store: None,
             trusted_origins: Vec::new(),
+            csrf_cookie: None,
             on_rejection: None,
             reload_claims: None,
         }
@@ -252,6 +255,25 @@ impl JwtAuthBuilder {
         self
     }
 
+    /// Double-submit CSRF tokens, for deployments whose users' browsers send
+    /// neither `Sec-Fetch-Site` nor `Origin`: cookie logins and refreshes
+    /// also set a script-readable `__Host-csrf` cookie, and every unsafe
+    /// cookie-authenticated request must echo it in an `X-CSRF-Token` header.
+    /// The token is an HMAC of the session id, so it is bound to the session.
+    ///
+    /// ```
+    /// use tower_jwt_auth::{JwtAuth, SigningKey};
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .csrf_double_submit()
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn csrf_double_submit(mut self) -> Self {
+        self.csrf_cookie = Some("__Host-csrf".into());
+        self
+    }
+
     /// Replaces the response of every rejection (status, headers and body are
     /// then yours).
     ///
@@ -322,7 +344,7 @@ impl JwtAuthBuilder {
         if self.same_site == SameSite::None {
             return Err(ConfigError::Invalid("SameSite=None exposes the cookies to cross-site requests"));
         }
-        for name in [&self.access_cookie, &self.refresh_cookie] {
+        for name in [&self.access_cookie, &self.refresh_cookie].into_iter().chain(&self.csrf_cookie) {
             if !cookies::valid_name(name) {
                 return Err(ConfigError::Invalid("cookie names must be RFC 6265 tokens"));
             }
@@ -348,7 +370,8 @@ impl JwtAuthBuilder {
                 random::bytes::<32>().to_vec()
             }
         };
-        let csrf = CsrfCheck::new(&self.trusted_origins).map_err(ConfigError::Invalid)?;
+        let double_submit = self.csrf_cookie.clone().map(|name| DoubleSubmit::new(&refresh_secret, name));
+        let csrf = CsrfCheck::new(&self.trusted_origins, double_submit).map_err(ConfigError::Invalid)?;
 
         let revocations = Arc::new(RevocationList::new());
         let store: Arc<dyn SessionStore> = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
@@ -383,6 +406,7 @@ impl JwtAuthBuilder {
                 refresh_name: self.refresh_cookie,
                 same_site: self.same_site,
                 secure: self.secure_cookies,
+                csrf_name: self.csrf_cookie,
             },
             csrf,
             realm: self.realm,

@@ -15,12 +15,21 @@ pub(crate) struct CookieConfig {
     pub(crate) refresh_name: String,
     pub(crate) same_site: SameSite,
     pub(crate) secure: bool,
+    /// The page-readable double-submit CSRF cookie, when that mode is on.
+    pub(crate) csrf_name: Option<String>,
 }
 
 impl CookieConfig {
     /// `Set-Cookie` for a cookie living `max_age`.
     pub(crate) fn set(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
         let cookie = self.build(name, value).max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64));
+        header_value(&cookie.build())
+    }
+
+    /// `Set-Cookie` for a cookie scripts may read (the CSRF token): not `HttpOnly`.
+    pub(crate) fn set_readable(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
+        let cookie =
+            self.build(name, value).http_only(false).max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64));
         header_value(&cookie.build())
     }
 
@@ -40,6 +49,9 @@ impl CookieConfig {
     pub(crate) fn clear_both(&self, headers: &mut HeaderMap) {
         headers.append(header::SET_COOKIE, self.clear(&self.access_name));
         headers.append(header::SET_COOKIE, self.clear(&self.refresh_name));
+        if let Some(csrf) = &self.csrf_name {
+            headers.append(header::SET_COOKIE, self.clear(csrf));
+        }
     }
 }
 
@@ -76,6 +88,7 @@ mod tests {
             refresh_name: "__Host-refresh".into(),
             same_site: SameSite::Lax,
             secure: true,
+            csrf_name: None,
         }
     }
 

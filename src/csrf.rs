@@ -7,6 +7,12 @@
 //! we must exempt bearer-authenticated requests (not exposed to CSRF) and
 //! must refuse *before* any refresh or rotation. So the layer runs tower-http's
 //! service as a probe, on cookie-authenticated unsafe requests only.
+//!
+//! For browsers that send neither `Sec-Fetch-Site` nor `Origin`, an optional
+//! double-submit mode also requires an `X-CSRF-Token` header equal to
+//! `HMAC(key, sid)`, which the page reads from a non-HttpOnly `__Host-csrf`
+//! cookie: a cross-site page can neither read that cookie nor set a
+//! `__Host-` one, and the token is bound to the session.
 
 use std::{
     convert::Infallible,
@@ -15,7 +21,10 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use http::{Method, Request, Response};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use http::{HeaderName, Method, Request, Response};
+use sha2::Sha256;
 use tower_http::csrf::{Csrf, CsrfLayer};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -26,6 +35,43 @@ use crate::error::AuthError;
 #[derive(Clone)]
 pub(crate) struct CsrfCheck {
     probe: Csrf<Pass, fn(tower_http::csrf::ProtectionError) -> Response<()>>,
+    pub(crate) double_submit: Option<DoubleSubmit>,
+}
+
+/// The header carrying the double-submit token.
+pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
+
+/// Session-bound double-submit tokens: `HMAC(key, sid)`.
+#[derive(Clone)]
+pub(crate) struct DoubleSubmit {
+    key: Hmac<Sha256>,
+    /// The readable cookie the page takes the token from.
+    pub(crate) cookie_name: String,
+}
+
+impl DoubleSubmit {
+    pub(crate) fn new(secret: &[u8], cookie_name: String) -> Self {
+        let mut derive = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        derive.update(b"tower-jwt-auth csrf token key");
+        let key = Hmac::new_from_slice(&derive.finalize().into_bytes()).expect("HMAC accepts keys of any length");
+        Self { key, cookie_name }
+    }
+
+    fn mac(&self, sid: &str) -> Hmac<Sha256> {
+        let mut mac = self.key.clone();
+        mac.update(sid.as_bytes());
+        mac
+    }
+
+    /// The token of session `sid`.
+    pub(crate) fn token(&self, sid: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(sid).finalize().into_bytes())
+    }
+
+    /// Whether `presented` is the token of `sid` (constant-time).
+    fn verify(&self, sid: &str, presented: &[u8]) -> bool {
+        URL_SAFE_NO_PAD.decode(presented).is_ok_and(|tag| self.mac(sid).verify_slice(&tag).is_ok())
+    }
 }
 
 /// The probe's inner service: reaching it means the request passed.
@@ -53,19 +99,33 @@ fn refused(_: tower_http::csrf::ProtectionError) -> Response<()> {
 }
 
 impl CsrfCheck {
-    pub(crate) fn new(trusted_origins: &[String]) -> Result<Self, &'static str> {
+    pub(crate) fn new(trusted_origins: &[String], double_submit: Option<DoubleSubmit>) -> Result<Self, &'static str> {
         let mut layer = CsrfLayer::new();
         for origin in trusted_origins {
             layer =
                 layer.add_trusted_origin(origin).map_err(|_| "a trusted origin must look like https://host[:port]")?;
         }
         let layer = layer.with_rejection_response(refused as fn(_) -> _);
-        Ok(Self { probe: layer.layer(Pass) })
+        Ok(Self { probe: layer.layer(Pass), double_submit })
+    }
+
+    /// In double-submit mode, refuses an unsafe cookie-authenticated request
+    /// of session `sid` without its token.
+    pub(crate) fn check_token<B>(&self, request: &Request<B>, sid: &str) -> Result<(), AuthError> {
+        let Some(double_submit) = &self.double_submit else { return Ok(()) };
+        if is_safe(request.method()) {
+            return Ok(());
+        }
+        match request.headers().get(TOKEN_HEADER) {
+            Some(token) if double_submit.verify(sid, token.as_bytes()) => Ok(()),
+            Some(_) => Err(AuthError::CrossSiteRequest("The X-CSRF-Token header does not match the session")),
+            None => Err(AuthError::CrossSiteRequest("The X-CSRF-Token header is required")),
+        }
     }
 
     /// Refuses an unsafe cookie-authenticated request from another origin.
     pub(crate) fn check<B>(&self, request: &Request<B>) -> Result<(), AuthError> {
-        if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        if is_safe(request.method()) {
             return Ok(());
         }
         // Only what the check reads: method, URI (authority) and headers.
@@ -81,4 +141,9 @@ impl CsrfCheck {
             _ => Err(AuthError::CrossSiteRequest("Cross-site request refused for a cookie-authenticated session")),
         }
     }
+}
+
+/// The methods CSRF protection lets through (as Go's and tower-http's do).
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }

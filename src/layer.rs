@@ -78,14 +78,24 @@ impl JwtAuth {
             return Found::Rejected(error);
         }
         let access_error = match access.map(|token| self.verify(token)) {
-            Some(Ok(token)) => return Found::Token(token),
+            Some(Ok(token)) => {
+                return match self.inner.csrf.check_token(request, &token.claims.sid) {
+                    Ok(()) => Found::Token(token),
+                    Err(error) => Found::Rejected(error),
+                };
+            }
             Some(Err(error)) => error,
             None => AuthError::MissingCredentials,
         };
-        match refresh {
-            Some(refresh) => Found::Refresh(refresh.to_owned()),
-            None => Found::Rejected(access_error),
+        let Some(refresh) = refresh else { return Found::Rejected(access_error) };
+        // A refresh cookie that names no session fails the refresh itself.
+        if self.inner.csrf.double_submit.is_some()
+            && let Some(sid) = self.inner.sessions.session_id_of(refresh)
+            && let Err(error) = self.inner.csrf.check_token(request, &sid)
+        {
+            return Found::Rejected(error);
         }
+        Found::Refresh(refresh.to_owned())
     }
 
     /// Verifies an access token and checks that its session is not revoked.

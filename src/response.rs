@@ -42,6 +42,13 @@ impl Tokens {
             header::SET_COOKIE,
             cookies.set(&cookies.refresh_name, &refreshed.refresh_token, refreshed.refresh_max_age),
         );
+        if let Some(double_submit) = &self.auth.inner.csrf.double_submit {
+            let token = double_submit.token(self.session_id());
+            headers.append(
+                header::SET_COOKIE,
+                cookies.set_readable(&double_submit.cookie_name, &token, refreshed.refresh_max_age),
+            );
+        }
         headers.insert(header::CACHE_CONTROL, NO_STORE);
     }
 }

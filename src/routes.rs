@@ -64,7 +64,9 @@ async fn refresh(State(auth): State<JwtAuth>, request: Request) -> Response {
         return auth.reject(AuthError::InvalidGrant("No refresh token was provided"));
     };
     let request = Request::from_parts(parts.clone(), Body::empty());
-    if let Err(error) = auth.inner.csrf.check(&request) {
+    let csrf = &auth.inner.csrf;
+    let sid = auth.inner.sessions.session_id_of(token).unwrap_or_default();
+    if let Err(error) = csrf.check(&request).and_then(|()| csrf.check_token(&request, &sid)) {
         return auth.reject(error);
     }
     match auth.refresh(token).await {

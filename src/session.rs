@@ -104,6 +104,11 @@ impl Sessions {
         Self { store, policy, key, revocations, reload_claims, in_flight: Mutex::default() }
     }
 
+    /// The session a refresh token names, if its tag verifies.
+    pub(crate) fn session_id_of(&self, refresh_token: &str) -> Option<String> {
+        self.key.decode(refresh_token).map(|token| token.sid)
+    }
+
     /// Marks sessions revoked on this instance at once (the store tells the others).
     fn forget(&self, sids: &[String]) {
         let until = now_ms() + self.policy.revocation_ttl.as_millis() as u64;

@@ -409,8 +409,11 @@ async fn users_see_and_revoke_only_their_own_sessions() {
 #[tokio::test]
 async fn logout_all_and_the_session_cap() {
     let auth = builder().max_sessions_per_user(2).build().unwrap();
+    // Logins a few milliseconds apart, so "oldest" is well defined.
     let first = login(&auth, "alice").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let second = login(&auth, "alice").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let third = login(&auth, "alice").await;
     let live: Vec<String> = auth.list_sessions("alice", None).await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(live, vec![second.session_id().to_owned(), third.session_id().to_owned()], "the oldest is evicted");
@@ -460,4 +463,70 @@ async fn custom_claims_may_not_shadow_registered_ones() {
     let auth = builder().build().unwrap();
     let result = auth.login("alice", &json!({ "sub": "root" }), ClientInfo::default()).await;
     assert!(matches!(result, Err(AuthError::Misconfigured(_))));
+}
+
+#[tokio::test]
+async fn double_submit_tokens_guard_cookie_sessions_when_enabled() {
+    let auth = builder().csrf_double_submit().build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+    let login_reply = {
+        let response = axum::response::IntoResponse::into_response(tokens.clone().into_cookies());
+        Reply { status: response.status(), headers: response.headers().clone(), body: Value::Null }
+    };
+    let csrf_cookie = login_reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-csrf="))
+        .expect("a CSRF cookie");
+    assert!(!csrf_cookie.contains("HttpOnly"), "the page must read it: {csrf_cookie}");
+    assert!(csrf_cookie.contains("Secure") && csrf_cookie.contains("Path=/"), "{csrf_cookie}");
+    let token = login_reply.cookie("__Host-csrf").unwrap();
+
+    let post = |header_value: Option<&str>| {
+        let mut request = with_cookies("POST", "/me", Some(tokens.access_token()), None);
+        if let Some(value) = header_value {
+            request = request.header("x-csrf-token", value);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    assert_eq!(send(&app, post(None)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(send(&app, post(Some("forged"))).await.status, StatusCode::FORBIDDEN);
+    let other = login(&auth, "alice").await;
+    let other_token = {
+        let response = axum::response::IntoResponse::into_response(other.into_cookies());
+        Reply { status: response.status(), headers: response.headers().clone(), body: Value::Null }
+            .cookie("__Host-csrf")
+            .unwrap()
+    };
+    assert_eq!(send(&app, post(Some(&other_token))).await.status, StatusCode::FORBIDDEN, "bound to the session");
+    assert_eq!(send(&app, post(Some(&token))).await.status, StatusCode::OK);
+    let get = with_cookies("GET", "/me", Some(tokens.access_token()), None).body(Body::empty()).unwrap();
+    assert_eq!(send(&app, get).await.status, StatusCode::OK, "safe methods need no token");
+    let bearer = Request::post("/me").header(header::AUTHORIZATION, format!("Bearer {}", tokens.access_token()));
+    assert_eq!(send(&app, bearer.body(Body::empty()).unwrap()).await.status, StatusCode::OK, "bearer is exempt");
+
+    // On the refresh path, a missing token is refused before any rotation.
+    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let refresh_post = |value: Option<&str>| {
+        let mut request = with_cookies("POST", "/me", Some(&expired), Some(tokens.refresh_token()));
+        if let Some(value) = value {
+            request = request.header("x-csrf-token", value);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let refused = send(&app, refresh_post(None)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.set_cookies().is_empty());
+    let served = send(&app, refresh_post(Some(&token))).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.cookie("__Host-csrf").as_deref(), Some(token.as_str()), "same session, same token");
+    assert_eq!(served.cookie("__Host-refresh").unwrap().split('.').nth(2), Some("1"), "one rotation");
+
+    let logout = with_cookies("POST", "/logout", Some(tokens.access_token()), None).header("x-csrf-token", &token);
+    let reply = send(&app, logout.body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(reply.cookie("__Host-csrf").as_deref(), Some(""), "logout clears it too");
 }

@@ -306,3 +306,46 @@ impl SessionStore for MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn policy() -> SessionPolicy {
+        SessionPolicy {
+            idle_ttl: Duration::from_secs(60),
+            absolute_ttl: Duration::from_secs(600),
+            grace: Duration::from_secs(5),
+            max_sessions: None,
+            revocation_ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn untouched_expired_sessions_and_revocations_are_swept() {
+        let store = MemoryStore::new();
+        let t = 1_000_000;
+        for i in 0..3000 {
+            let session = NewSession {
+                user_id: format!("user-{i}"),
+                sid: format!("sid-{i}"),
+                claims: String::new(),
+                user_agent: None,
+                ip: None,
+                now_ms: t,
+            };
+            store.create(session, &policy()).await.unwrap();
+        }
+        assert!(store.revoke("user-0", "sid-0", t, &policy()).await.unwrap());
+        assert_eq!(store.state().sessions, 2999);
+        // Later operations on other users only: the sweep still drops the
+        // expired sessions and the outdated revocation.
+        for _ in 0..3000 {
+            store.list("nobody", t + 120_000).await.unwrap();
+        }
+        let state = store.state();
+        assert_eq!((state.sessions, state.users.len(), state.revoked.len()), (0, 0, 0));
+    }
+}

@@ -1,65 +1,5 @@
 //! The Redis [`SessionStore`] (single node or Redis Cluster): one Lua script
 //! per state change, all of a user's sessions packed in one small hash.
-//!
-//! # Layout
-//!
-//! With the default prefix `tjwt` there are exactly two kinds of keys, and
-//! every key has a TTL:
-//!
-//! * `tjwt:{<user_id>}` — a hash holding all sessions of one user (the braces
-//!   are the Cluster hash tag, so every script touches one key, one slot).
-//!   A session is split into one or more *chunks*, each a field named
-//!   `<chunk index as one byte><sid>` (so chunk 0 of session `abc` is the
-//!   field `"\x00abc"`). The chunks' concatenation is
-//!   [`META_LEN`] bytes of metadata followed by the session's data:
-//!
-//!   | bytes | content (unsigned big-endian) |
-//!   |---|---|
-//!   | 0..6 | `created_at_ms` |
-//!   | 6..12 | `absolute_expires_at_ms` |
-//!   | 12..18 | `idle_expires_at_ms` |
-//!   | 18..24 | `last_used_at_ms` |
-//!   | 24..30 | `rotated_at_ms` |
-//!   | 30..36 | `counter` |
-//!   | 36 | number of chunks (1..=255) |
-//!   | 37.. | data: a flags byte (bit 0: ip present, bit 1: user agent present), then `varint len ‖ bytes` for the ip, the user agent (when present) and the claims |
-//!
-//!   Chunk 0 carries the metadata and the first [`CHUNK - META_LEN`] data
-//!   bytes, the next chunks [`CHUNK`] bytes each. Every field and value thus
-//!   stays ≤ 64 bytes, and a user's hash stays in Redis' compact `listpack`
-//!   encoding (≈ 220 B per session instead of ≈ 430 B for a hash per
-//!   session, see DESIGN §3) unless sids are over 63 bytes or a user has
-//!   more than 128 chunks in all; beyond that Redis silently switches the
-//!   hash to a hashtable: more memory, same behaviour. Rotation rewrites
-//!   chunk 0 only. Redis 7.0 has no per-field TTL, so the scripts expire
-//!   sessions themselves: an expired session is dropped whenever it is
-//!   touched (rotate, revoke, list, create), and the key's TTL is pushed to
-//!   the latest idle expiry of its sessions, so an untouched user disappears
-//!   on its own.
-//!
-//! * `tjwt:revoked` — a sorted set of revoked session ids scored by the Unix
-//!   ms until which they matter (pruned of past ones at each write; its TTL
-//!   is the latest score). Instances reload it on every (re)connect of their
-//!   subscription. Revocations are also `PUBLISH`ed on the channel
-//!   `tjwt:revoked` as `<until_ms>:<sid>`.
-//!
-//! Nothing stored is a token: only session ids, counters and timestamps
-//! (the refresh token's tag is an HMAC under a key Redis never sees).
-//!
-//! # Round trips
-//!
-//! Each operation is one `EVALSHA` (loaded on first use). The script also
-//! `PUBLISH`es every revocation it makes, atomically with the change (a
-//! publish has no key, so this works on Cluster too, where it reaches every
-//! node). Only when something was revoked does a second script, on the
-//! `tjwt:revoked` key in another slot, record it for instances that reconnect
-//! later. Rotation therefore stays one round trip.
-//!
-//! # Times
-//!
-//! All times are the caller's Unix milliseconds. Key TTLs are set relative
-//! to the caller's `now_ms` (`PEXPIRE expiry - now`), so they stay right
-//! even when the caller's clock and Redis' disagree.
 
 use std::{
     sync::{Arc, Mutex, PoisonError, Weak},
@@ -230,14 +170,17 @@ redis.call('DEL', key)
 return out
 ";
 
-/// `KEYS[1]` revocation zset; `ARGV`: now, then `until, sid` pairs. Records
-/// revocations, prunes past ones, and keeps the key's TTL at the latest.
+/// `KEYS[1]` revocation zset; `ARGV`: now, channel, then `until, sid` pairs.
+/// Records revocations, prunes past ones, keeps the key's TTL at the latest,
+/// then publishes them again: a subscriber that subscribed after the session
+/// script's publish either reloads them from the set or hears them now.
 const LUA_RECORD_REVOKED: &str = r"
 local key, now = KEYS[1], tonumber(ARGV[1])
-for i = 2, #ARGV, 2 do redis.call('ZADD', key, 'GT', ARGV[i], ARGV[i + 1]) end
+for i = 3, #ARGV, 2 do redis.call('ZADD', key, 'GT', ARGV[i], ARGV[i + 1]) end
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
 local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 if last[2] then redis.call('PEXPIRE', key, math.max(1, tonumber(last[2]) - now)) end
+for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[2], ARGV[i] .. ':' .. ARGV[i + 1]) end
 return 0
 ";
 
@@ -271,13 +214,77 @@ impl Scripts {
     }
 }
 
-/// Sessions in Redis, single node or Cluster; see the [module docs](self) for
-/// the key layout.
+/// Sessions in Redis, single node or Cluster.
 ///
 /// Cheap to clone (clones share connections). Every call is bounded by about
 /// one second: when Redis is down or slow it fails with
 /// [`StoreError::Unavailable`] (the layer answers `503` with `Retry-After`),
-/// and the same store works again by itself once Redis is back.
+/// and the same store works again by itself once Redis is back. Needs Redis
+/// 6.2 or later (RESP3 pub/sub, `ZADD GT`); measured on 7.0.
+///
+/// # Layout
+///
+/// With the default prefix `tjwt` there are exactly two kinds of keys, and
+/// every key has a TTL:
+///
+/// * `tjwt:{<user_id>}` — a hash holding all sessions of one user (the braces
+///   are the Cluster hash tag, so every script touches one key, one slot).
+///   A session is split into one or more *chunks*, each a field named
+///   `<chunk index as one byte><sid>` (so chunk 0 of session `abc` is the
+///   field `"\x00abc"`). The chunks' concatenation is
+///   37 bytes of metadata followed by the session's data:
+///
+///   | bytes | content (unsigned big-endian) |
+///   |---|---|
+///   | 0..6 | `created_at_ms` |
+///   | 6..12 | `absolute_expires_at_ms` |
+///   | 12..18 | `idle_expires_at_ms` |
+///   | 18..24 | `last_used_at_ms` |
+///   | 24..30 | `rotated_at_ms` |
+///   | 30..36 | `counter` |
+///   | 36 | number of chunks (1..=255) |
+///   | 37.. | data: a flags byte (bit 0: ip present, bit 1: user agent present), then `varint len ‖ bytes` for the ip, the user agent (when present) and the claims |
+///
+///   Chunk 0 carries the metadata and the first 27 data bytes, the next
+///   chunks 64 bytes each. Every field and value thus stays ≤ 64 bytes, and
+///   a user's hash stays in Redis' compact `listpack` encoding (225 B per
+///   session measured by `cargo bench --bench redis_memory` with a 40-byte
+///   user agent: two fields per session; a hash per session costs ≈ 430 B)
+///   unless sids are over 63 bytes or a user has more than 128 chunks in all; beyond that Redis silently switches the
+///   hash to a hashtable: more memory, same behaviour. Rotation rewrites
+///   chunk 0 only. Redis 7.0 has no per-field TTL, so the scripts expire
+///   sessions themselves: an expired session is dropped whenever it is
+///   touched (rotate, revoke, list, create), and the key's TTL is pushed to
+///   the latest idle expiry of its sessions, so an untouched user disappears
+///   on its own.
+///
+/// * `tjwt:revoked` — a sorted set of revoked session ids scored by the Unix
+///   ms until which they matter (pruned of past ones at each write; its TTL
+///   is the latest score). Instances reload it on every (re)connect of their
+///   subscription. Revocations are also `PUBLISH`ed on the channel
+///   `tjwt:revoked` as `<until_ms>:<sid>`.
+///
+/// Nothing stored is a token: only session ids, counters and timestamps
+/// (the refresh token's tag is an HMAC under a key Redis never sees).
+///
+/// # Round trips
+///
+/// Each operation is one `EVALSHA` (loaded on first use). The script also
+/// `PUBLISH`es every revocation it makes, atomically with the change (a
+/// publish has no key, so this works on Cluster too, where it reaches every
+/// node). Only when something was revoked does a second script, on the
+/// `tjwt:revoked` key in another slot, record it for instances that reconnect
+/// later and publish it once more (for a subscriber that subscribed between
+/// the two calls and reloaded before the record). Rotation therefore stays
+/// one round trip; a revocation takes two and is heard at most twice.
+///
+/// # Times
+///
+/// All times are the caller's Unix milliseconds. Key TTLs are set relative
+/// to the caller's `now_ms` (`PEXPIRE expiry - now`), so they stay right
+/// even when the caller's clock and Redis' disagree.
+///
+/// # Example
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), tower_jwt_auth::store::StoreError> {
@@ -342,7 +349,7 @@ enum Conn {
 enum SubscriberSource {
     /// A RESP3 client for the node (push messages need RESP3).
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl ConnectionLike for Conn {
@@ -377,6 +384,10 @@ fn unavailable(err: RedisError) -> StoreError {
     StoreError::Unavailable(err.to_string())
 }
 
+fn is_connection_error(err: &RedisError) -> bool {
+    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal()
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
@@ -387,7 +398,9 @@ fn cluster_config() -> ClusterConfig {
 
 impl RedisStore {
     /// Connects to `url` (`redis://…`, `rediss://…`, `unix://…`), or to a Redis
-    /// Cluster when given several comma-separated node URLs. Fails with
+    /// Cluster when given several comma-separated node URLs (one URL always
+    /// means a single node: for a cluster known by one seed, use
+    /// [`from_cluster_client`](Self::from_cluster_client)). Fails with
     /// [`StoreError::Unavailable`] when no connection can be made now.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let urls: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
@@ -433,7 +446,7 @@ impl RedisStore {
     /// from Redis every second instead.
     pub fn from_cluster_client(client: ClusterClient) -> Result<Self, StoreError> {
         let conn = client.get_pending_async_connection_with_config(cluster_config());
-        Ok(Self::with(Conn::Cluster(conn), SubscriberSource::Cluster(client)))
+        Ok(Self::with(Conn::Cluster(conn), SubscriberSource::Cluster(Box::new(client))))
     }
 
     fn with(conn: Conn, subscriber: SubscriberSource) -> Self {
@@ -490,7 +503,18 @@ impl RedisStore {
             invocation.arg(*arg);
         }
         let mut conn = self.inner.conn.clone();
-        bounded(async { invocation.invoke_async(&mut conn).await }).await
+        bounded(async {
+            match invocation.invoke_async(&mut conn).await {
+                // A connection found dead (Redis restarted since the last
+                // call) reconnects on its own: try once more rather than fail
+                // a request Redis could serve. Safe to repeat: a create
+                // rewrites the same session, and a rotation whose reply was
+                // lost answers `Replayed` with the same successor.
+                Err(err) if is_connection_error(&err) => invocation.invoke_async(&mut conn).await,
+                done => done,
+            }
+        })
+        .await
     }
 
     /// Records revocations the script already published: into the lists
@@ -504,7 +528,7 @@ impl RedisStore {
         feed(&self.inner.lists, sids, until);
         let until_s = until.to_string();
         let mut invocation = self.inner.scripts.record_revoked.key(&self.prefix.revoked);
-        invocation.arg(now);
+        invocation.arg(now).arg(&self.prefix.revoked);
         for sid in sids {
             invocation.arg(&until_s).arg(sid);
         }
@@ -903,10 +927,10 @@ impl Subscriber {
                 push = rx.recv() => match push {
                     Some(push) if push.kind == PushKind::Message => {
                         let Some(list) = self.list.upgrade() else { return Ended::Unwanted };
-                        if let Some(Value::BulkString(payload)) = push.data.get(1) {
-                            if let Some((sid, until)) = parse_message(payload) {
-                                list.insert(sid, until);
-                            }
+                        if let Some(Value::BulkString(payload)) = push.data.get(1)
+                            && let Some((sid, until)) = parse_message(payload)
+                        {
+                            list.insert(sid, until);
                         }
                     }
                     Some(push) if push.kind == PushKind::Disconnection => return Ended::Lost { healthy: true },
