@@ -164,6 +164,13 @@ impl SessionStore for MemoryStore {
                 let before = sessions.len();
                 sessions.retain(|_, r| is_live(r, now));
                 let expired = before - sessions.len();
+                // Creation times are unique per user, so "the oldest" is
+                // always well defined.
+                let mut record = record;
+                let newest = sessions.values().filter(|r| r.sid != sid).map(|r| r.created_at_ms).max();
+                if let Some(newest) = newest.filter(|&newest| newest >= record.created_at_ms) {
+                    record.created_at_ms = newest + 1;
+                }
                 let replaced = sessions.insert(sid.clone(), record).is_some();
                 // The new session always survives, so a cap of 0 acts as 1.
                 let cap = policy.max_sessions.map_or(usize::MAX, |m| (m as usize).max(1));

@@ -45,7 +45,8 @@ pub struct SessionPolicy {
     /// How long the just-rotated refresh counter may still be presented and
     /// answer with the same successor (parallel tabs, retries).
     pub grace: Duration,
-    /// Sessions per user; creating one more revokes the oldest.
+    /// Sessions per user; creating one more revokes the oldest. The new
+    /// session always survives, so `Some(0)` acts as `Some(1)`.
     pub max_sessions: Option<u32>,
     /// How long a revoked session id must be remembered so its outstanding
     /// access tokens are refused (access-token lifetime plus leeway).
@@ -82,13 +83,14 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
     /// IP address at login.
     pub ip: Option<String>,
-    /// Unix milliseconds.
+    /// Unix milliseconds; unique among the user's sessions (a store bumps a
+    /// tie by a millisecond), so "the oldest" is well defined.
     pub created_at_ms: u64,
     /// Unix milliseconds of the last rotation (or creation).
     pub last_used_at_ms: u64,
     /// The current refresh counter: the only one that rotates.
     pub counter: u64,
-    /// Unix milliseconds of the last rotation (0 before the first one).
+    /// Unix milliseconds of the last rotation; 0 before the first one.
     pub rotated_at_ms: u64,
     /// When the session expires if not used again (never past `absolute_expires_at_ms`).
     pub idle_expires_at_ms: u64,
@@ -151,7 +153,7 @@ pub trait SessionStore: Send + Sync + 'static {
         policy: &'a SessionPolicy,
     ) -> StoreFuture<'a, bool>;
 
-    /// Revokes every session of `user_id`; returns their ids.
+    /// Revokes every session of `user_id`; returns their ids, in no particular order.
     fn revoke_all<'a>(
         &'a self,
         user_id: &'a str,

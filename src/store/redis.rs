@@ -66,18 +66,24 @@ const LUA_CREATE: &str = r"
 local key, now, sid, cap = KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local old = redis.call('HGET', key, '\0' .. sid)
 if old then drop(key, sid, old) end
-local args = {}
-for k = 0, #ARGV - 6 do
+local others, newest = {}, 0
+for _, s in ipairs(scan(key)) do
+  if live(s[2], now) then
+    others[#others + 1] = s
+    newest = math.max(newest, rd(s[2], 1))
+  else
+    drop(key, s[1], s[2])
+  end
+end
+-- Creation times are unique per user, so the oldest session is always well defined.
+local meta = ARGV[6]
+if newest >= rd(meta, 1) then meta = wr(newest + 1) .. string.sub(meta, 7) end
+local args = {string.char(0) .. sid, meta}
+for k = 1, #ARGV - 6 do
   args[#args + 1] = string.char(k) .. sid
   args[#args + 1] = ARGV[6 + k]
 end
 redis.call('HSET', key, unpack(args))
-local others = {}
-for _, s in ipairs(scan(key)) do
-  if s[1] ~= sid then
-    if live(s[2], now) then others[#others + 1] = s else drop(key, s[1], s[2]) end
-  end
-end
 local evicted, first = {}, 1
 if cap > 0 and #others + 1 > cap then
   table.sort(others, function(a, b)

@@ -68,8 +68,17 @@ impl Demo {
                 }
             });
             let expected = format!("listening on http://127.0.0.1:{port}");
-            match received.recv_timeout(START_CEILING) {
-                Ok(line) if line == expected => {
+            let deadline = std::time::Instant::now() + START_CEILING;
+            let ready = loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match received.recv_timeout(left) {
+                    Ok(line) if line == expected => break Ok(()),
+                    Ok(_) => continue,
+                    Err(error) => break Err(error),
+                }
+            };
+            match ready {
+                Ok(()) => {
                     let client = reqwest::Client::builder()
                         .redirect(reqwest::redirect::Policy::none())
                         .timeout(Duration::from_secs(10))

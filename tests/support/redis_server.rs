@@ -9,15 +9,16 @@
 #![allow(dead_code)] // each test file uses a different part of it
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::{TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::OnceLock,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
-/// How long a server may take to answer `PING` after starting.
+/// How long a server may take to answer after starting.
 const READY_CEILING: Duration = Duration::from_secs(10);
 /// How long a cluster may take to report `cluster_state:ok` on every node.
 const CLUSTER_CEILING: Duration = Duration::from_secs(30);
@@ -29,11 +30,26 @@ pub struct RedisServer {
     /// The cluster bus port, for cluster nodes.
     cluster_port: Option<u16>,
     dir: PathBuf,
-    child: Option<Child>,
+    /// The `sh` guard around `redis-server` (see [`GUARD`]) and the pipe
+    /// whose closing kills the server.
+    guard: Option<(Child, ChildStdin)>,
 }
 
+/// Runs `redis-server` and SIGKILLs it as soon as our end of its stdin pipe
+/// closes: on [`RedisServer::stop`], on drop, and when the test process
+/// exits or dies, so no server outlives its tests (even a `static` one);
+/// then removes its directory.
+/// Prints the server's pid first; exits when the server does.
+const GUARD: &str = r#"exec 3<&0
+redis-server "$@" </dev/null &
+pid=$!
+echo "$pid"
+{ read -r _ <&3; kill -9 "$pid" 2>/dev/null; rm -rf "$TJWT_REDIS_DIR"; } &
+wait "$pid""#;
+
 impl RedisServer {
-    /// Starts a standalone server on a free port and waits until it answers.
+    /// Starts a standalone server on a free port and waits until it answers
+    /// (polling `INFO server` until it reports this child's pid).
     ///
     /// Panics when `redis-server` is not installed or does not come up.
     pub fn start() -> Self {
@@ -48,8 +64,8 @@ impl RedisServer {
             let mut server = RedisServer {
                 port: free_port(),
                 cluster_port: cluster.then(free_port),
-                dir: fresh_dir(),
-                child: None,
+                dir: PathBuf::new(),
+                guard: None,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -57,6 +73,14 @@ impl RedisServer {
             }
         }
         panic!("redis-server did not start: {last_error}");
+    }
+
+    /// A server shared by every test of this test binary, started on first
+    /// use and killed when the binary exits. Tests sharing it must not stop
+    /// it, and should keep to their own keys (e.g. a key prefix per test).
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(RedisServer::start)
     }
 
     /// The port it listens on.
@@ -71,14 +95,15 @@ impl RedisServer {
 
     /// Kills the server (SIGKILL, as a crash would) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some((mut guard, stdin)) = self.guard.take() {
+            drop(stdin);
+            let _ = guard.wait();
         }
     }
 
     /// Starts the server again on the same port (after [`stop`](Self::stop));
-    /// it comes back empty, as persistence is off.
+    /// it comes back empty, as persistence is off (a cluster node comes back
+    /// outside its cluster).
     pub fn restart(&mut self) {
         self.stop();
         if let Err(err) = self.spawn() {
@@ -92,38 +117,55 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        // A new directory per start: the previous one is removed asynchronously.
+        self.dir = fresh_dir();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", GUARD, "sh"])
+            .env("TJWT_REDIS_DIR", &self.dir)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
         if let Some(bus) = self.cluster_port {
-            // A fresh nodes.conf per start: a restarted node forgets the cluster.
-            let _ = std::fs::remove_file(self.dir.join("nodes.conf"));
-            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-port", &bus.to_string(), "--cluster-node-timeout", "5000"]);
+            // A restarted node starts from an empty nodes.conf: it forgets the cluster.
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]).args([
+                "--cluster-port",
+                &bus.to_string(),
+                "--cluster-node-timeout",
+                "5000",
+            ]);
         }
         let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("spawning redis-server: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let mut pid = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout pipe")?)
+            .read_line(&mut pid)
+            .map_err(|e| format!("reading the server pid: {e}"))?;
+        // The port may have been handed to another server too: only our own
+        // process counts as ready.
+        let own = format!("process_id:{}\r", pid.trim());
+        self.guard = Some((child, stdin));
         let deadline = Instant::now() + READY_CEILING;
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some((child, _)) = &mut self.guard
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.guard = None;
                 let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                 return Err(format!("redis-server exited with {status}: {}", log.trim()));
             }
-            if command(self.port, &["PING"]).is_ok_and(|r| r == "PONG") {
-                self.child = Some(child);
+            if command(self.port, &["INFO", "server"]).is_ok_and(|info| info.contains(&own)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no PONG on port {} within {READY_CEILING:?}", self.port));
+                self.stop();
+                return Err(format!("no answer on port {} within {READY_CEILING:?}", self.port));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -155,7 +197,9 @@ impl RedisCluster {
         }
         for other in &nodes[1..] {
             let (port, bus) = (other.port.to_string(), other.cluster_port.unwrap_or_default().to_string());
-            nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus]).unwrap_or_else(|e| panic!("CLUSTER MEET: {e}"));
+            nodes[0]
+                .cmd(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus])
+                .unwrap_or_else(|e| panic!("CLUSTER MEET: {e}"));
         }
         let deadline = Instant::now() + CLUSTER_CEILING;
         loop {
@@ -169,6 +213,13 @@ impl RedisCluster {
             assert!(Instant::now() < deadline, "cluster not ok within {CLUSTER_CEILING:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A cluster shared by every test of this test binary (a cluster takes
+    /// seconds to form), started on first use and killed when the binary exits.
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(RedisCluster::start)
     }
 
     /// The node URLs.

@@ -1,0 +1,431 @@
+//! HTTP throughput of the same handler behind `JwtAuth` versus bare axum
+//! (DESIGN §4: a valid access token, any algorithm, revocation on, must keep
+//! at least 0.95 × bare axum's requests/s).
+//!
+//! ```text
+//! cargo bench --bench http_load                  # 5 cycles of 3 s rounds, about 80 s
+//! cargo bench --bench http_load -- --quick       # 2 cycles of 1 s rounds, about 12 s
+//! HTTP_LOAD_SECS=5 HTTP_LOAD_CYCLES=7 HTTP_LOAD_CONNS=64 cargo bench --bench http_load
+//! ```
+//!
+//! One process: a server thread (a current-thread Tokio runtime) serves five
+//! axum servers on free 127.0.0.1 ports: bare, and the same router behind
+//! `JwtAuth` with HS256, ES256, RS256 and EdDSA keys. The main thread (another
+//! current-thread runtime) is the load generator: N keep-alive HTTP/1.1
+//! connections, each sending one fixed pre-built `GET` with its own
+//! `Authorization: Bearer` token and reading the response before the next.
+//! Every cycle runs one round per server (the order rotates each cycle), so
+//! background noise hits every server alike. The report gives each server's
+//! median requests/s and its ratio to bare axum.
+//!
+//! `HTTP_LOAD_ONLY=bare` (or `HS256`, `ES256,RS256`, …) runs only the named
+//! servers, for profiling one alone (see BENCHMARKS.md).
+//!
+//! Bare rounds send the HS256 requests (same bytes, the header is ignored).
+//! Each thread's CPU time is read from /proc, so the output says whether the
+//! server or the load generator was the bottleneck.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{Arc, mpsc},
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, routing::get};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinSet,
+};
+use tower_jwt_auth::{Algorithm, Claims, JwtAuth, SigningKey};
+
+/// Target of DESIGN §4.
+const TARGET_RATIO: f64 = 0.95;
+/// Hard bound on requests per connection per round, on top of the time bound.
+const MAX_REQUESTS_PER_CONN: u64 = 50_000_000;
+/// A response must arrive within this; the bench aborts otherwise.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest response accepted (ours is about 130 bytes).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+struct Settings {
+    round: Duration,
+    warmup: Duration,
+    cycles: usize,
+    conns: usize,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("HTTP_LOAD_QUICK").is_some();
+        let env = |name: &str, default: u64| -> u64 {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&v| v > 0).unwrap_or(default)
+        };
+        let (secs, cycles) = if quick { (1, 2) } else { (3, 5) };
+        Self {
+            round: Duration::from_secs(env("HTTP_LOAD_SECS", secs).min(60)),
+            warmup: Duration::from_millis(if quick { 300 } else { 700 }),
+            cycles: env("HTTP_LOAD_CYCLES", cycles).min(50) as usize,
+            conns: env("HTTP_LOAD_CONNS", 32).min(1024) as usize,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct AppClaims {
+    role: String,
+}
+
+#[derive(Serialize)]
+struct Hello {
+    message: &'static str,
+}
+
+/// The one handler body both sides serve.
+fn hello() -> Json<Hello> {
+    Json(Hello { message: "hello" })
+}
+
+async fn hello_bare() -> Json<Hello> {
+    hello()
+}
+
+async fn hello_jwt(claims: Claims<AppClaims>) -> Json<Hello> {
+    std::hint::black_box(&claims.role);
+    hello()
+}
+
+fn signing_key(alg: Algorithm) -> SigningKey {
+    let pem = |file: &str| {
+        let path = format!("{}/tests/keys/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    };
+    let kid = format!("load-{alg:?}");
+    match alg {
+        Algorithm::HS256 => SigningKey::hs256(kid, &[7; 32]),
+        Algorithm::ES256 => SigningKey::from_pem(alg, kid, &pem("p256.pem")),
+        Algorithm::RS256 => SigningKey::from_pem(alg, kid, &pem("rsa.pem")),
+        Algorithm::EdDSA => SigningKey::from_pem(alg, kid, &pem("ed25519.pem")),
+        other => panic!("no load-test key for {other:?}"),
+    }
+    .expect("the test keys are valid")
+}
+
+/// One server under test and the requests its connections send.
+struct Target {
+    name: String,
+    addr: SocketAddr,
+    /// One pre-built request per connection.
+    requests: Vec<Arc<[u8]>>,
+    rates: Vec<f64>,
+    /// Server-thread CPU nanoseconds per request, per round.
+    costs: Vec<f64>,
+    /// Requests answered, warm-up included.
+    served: u64,
+}
+
+fn build_request(bearer_token: &str) -> Arc<[u8]> {
+    format!("GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer_token}\r\n\r\n")
+        .into_bytes()
+        .into()
+}
+
+/// The thread's CPU time so far, in nanoseconds (`/proc/.../schedstat`).
+fn cpu_ns(task: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{task}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The calling thread's id, as named under /proc/self/task.
+fn thread_id() -> String {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
+struct Servers {
+    addrs: Vec<SocketAddr>,
+    tid: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the bare router and one `JwtAuth` router per layer on one
+/// current-thread runtime in its own thread.
+fn start_servers(layers: Vec<JwtAuth>) -> Servers {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("servers".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(async move {
+                let mut routers = vec![Router::new().route("/hello", get(hello_bare))];
+                routers
+                    .extend(layers.into_iter().map(|auth| Router::new().route("/hello", get(hello_jwt)).layer(auth)));
+                let mut addrs = Vec::new();
+                for router in routers {
+                    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+                    addrs.push(listener.local_addr().expect("a bound address"));
+                    tokio::spawn(async move { axum::serve(listener, router).await.expect("serving") });
+                }
+                ready_tx.send((addrs, thread_id())).expect("main is waiting");
+                let _ = stop_rx.await;
+            });
+        })
+        .expect("spawning the server thread");
+    let (addrs, tid) = ready_rx.recv_timeout(Duration::from_secs(30)).expect("the servers start");
+    Servers { addrs, tid, stop: Some(stop_tx), thread: Some(thread) }
+}
+
+/// Reads one HTTP/1.1 response (headers + `content-length` body) into `buf`;
+/// answers its status.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
+    buf.clear();
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).map_err(|_| invalid("non-UTF-8 head"))?;
+            let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("no status"))?;
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+                })
+                .ok_or_else(|| invalid("no content-length"))?;
+            let total = end + 4 + length;
+            if total > MAX_RESPONSE_BYTES {
+                return Err(invalid("response too large"));
+            }
+            while buf.len() < total {
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            if buf.len() != total {
+                return Err(invalid("bytes after the response"));
+            }
+            return Ok(status);
+        }
+        if buf.len() > MAX_RESPONSE_BYTES {
+            return Err(invalid("response head too large"));
+        }
+        buf.reserve(4096);
+        if stream.read_buf(buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// One connection's loop until the deadline (or the request bound).
+async fn drive(mut stream: TcpStream, request: Arc<[u8]>, deadline: Instant) -> io::Result<u64> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut done = 0;
+    while done < MAX_REQUESTS_PER_CONN && Instant::now() < deadline {
+        stream.write_all(&request).await?;
+        let status = tokio::time::timeout(IO_TIMEOUT, read_response(&mut stream, &mut buf))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no response in time"))??;
+        if status != 200 {
+            let text = String::from_utf8_lossy(&buf[..buf.len().min(400)]).into_owned();
+            return Err(io::Error::other(format!("status {status} (the bench request must be accepted):\n{text}")));
+        }
+        done += 1;
+    }
+    Ok(done)
+}
+
+struct Round {
+    requests: u64,
+    rate: f64,
+    /// Share of the wall time each thread was on a CPU.
+    server_cpu: f64,
+    client_cpu: f64,
+    /// Server-thread CPU nanoseconds per request.
+    server_ns_per_request: f64,
+}
+
+/// Drives `target` with one connection per pre-built request for `length`.
+async fn round(target: &Target, length: Duration, server_tid: &str) -> io::Result<Round> {
+    let mut streams = Vec::with_capacity(target.requests.len());
+    for _ in &target.requests {
+        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(target.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        streams.push(stream);
+    }
+    let client_tid = thread_id();
+    let (server0, client0) = (cpu_ns(server_tid), cpu_ns(&client_tid));
+    let start = Instant::now();
+    let deadline = start + length;
+    let mut tasks = JoinSet::new();
+    for (stream, request) in streams.into_iter().zip(&target.requests) {
+        tasks.spawn(drive(stream, request.clone(), deadline));
+    }
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done.map_err(io::Error::other)??;
+    }
+    let wall = start.elapsed();
+    let server_ns = cpu_ns(server_tid).saturating_sub(server0) as f64;
+    let share = |ns: f64| ns / wall.as_nanos() as f64;
+    Ok(Round {
+        requests: total,
+        rate: total as f64 / wall.as_secs_f64(),
+        server_cpu: share(server_ns),
+        client_cpu: share(cpu_ns(&client_tid).saturating_sub(client0) as f64),
+        server_ns_per_request: server_ns / total.max(1) as f64,
+    })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let algorithms = [Algorithm::HS256, Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA];
+    let layers: Vec<JwtAuth> = algorithms
+        .iter()
+        .map(|&alg| {
+            JwtAuth::builder()
+                .signing_key(signing_key(alg))
+                .issuer("https://bench.example")
+                .audience("bench")
+                .build()
+                .expect("the bench configuration builds")
+        })
+        .collect();
+    // One distinct token per connection, as distinct users would have.
+    let requests: Vec<Vec<Arc<[u8]>>> = layers
+        .iter()
+        .map(|auth| {
+            (0..settings.conns)
+                .map(|i| {
+                    let claims = AppClaims { role: "admin".into() };
+                    build_request(&auth.test_token(&format!("user-{i}")).claims(&claims).sign())
+                })
+                .collect()
+        })
+        .collect();
+
+    let servers = start_servers(layers);
+    let target = |name: String, addr: SocketAddr, requests: Vec<Arc<[u8]>>| Target {
+        name,
+        addr,
+        requests,
+        rates: Vec::new(),
+        costs: Vec::new(),
+        served: 0,
+    };
+    let mut targets = vec![target("bare".into(), servers.addrs[0], requests[0].clone())];
+    for ((alg, addr), requests) in algorithms.iter().zip(&servers.addrs[1..]).zip(requests) {
+        targets.push(target(format!("{alg:?}"), *addr, requests));
+    }
+    // For profiling one server alone (e.g. under callgrind).
+    if let Ok(only) = std::env::var("HTTP_LOAD_ONLY") {
+        targets.retain(|t| only.split(',').any(|name| name.trim().eq_ignore_ascii_case(&t.name)));
+        assert!(!targets.is_empty(), "HTTP_LOAD_ONLY names none of bare, HS256, ES256, RS256, EdDSA");
+    }
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("http_load: same handler (small JSON), bare axum vs the router behind JwtAuth (handler extracts Claims)");
+    println!(
+        "  {} keep-alive HTTP/1.1 connections, {} cycles of {:.1} s rounds, round order rotating per cycle",
+        settings.conns,
+        settings.cycles,
+        settings.round.as_secs_f64()
+    );
+    println!(
+        "  {cores} CPU(s): the servers run on 1 thread and the load generator on 1 thread of this process; \
+         both compete for the same cores (and with anything else running), the same way for every server"
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let started = Instant::now();
+    rt.block_on(async {
+        for target in &mut targets {
+            let r = round(target, settings.warmup, &servers.tid).await;
+            target.served += r.unwrap_or_else(|e| panic!("{}: {e}", target.name)).requests;
+        }
+        let n = targets.len();
+        for cycle in 0..settings.cycles {
+            for k in 0..n {
+                let target = &mut targets[(cycle + k) % n];
+                let r = round(target, settings.round, &servers.tid)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", target.name));
+                println!(
+                    "  cycle {} {:<6} {:>8.0} req/s  server {:>5.2} µs CPU/req  on-CPU: server {:>3.0}%, client {:>3.0}%",
+                    cycle + 1,
+                    target.name,
+                    r.rate,
+                    r.server_ns_per_request / 1000.0,
+                    r.server_cpu * 100.0,
+                    r.client_cpu * 100.0
+                );
+                target.rates.push(r.rate);
+                target.costs.push(r.server_ns_per_request);
+                target.served += r.requests;
+            }
+        }
+    });
+    drop(servers);
+
+    let bare = targets.iter().find(|t| t.name == "bare");
+    let bare_rate = bare.map_or(f64::NAN, |t| median(&t.rates));
+    let bare_cost = bare.map_or(f64::NAN, |t| median(&t.costs));
+    println!();
+    println!(
+        "  {:<6} {:>12} {:>8} {:>8} {:>10} {:>8} {:>12} {:>10}",
+        "server", "median req/s", "min", "max", "ratio", "target", "µs CPU/req", "CPU ratio"
+    );
+    for target in &targets {
+        let rate = median(&target.rates);
+        let cost = median(&target.costs);
+        let min = target.rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = target.rates.iter().copied().fold(0.0, f64::max);
+        let ratio = rate / bare_rate;
+        let verdict = match () {
+            _ if target.name == "bare" || ratio.is_nan() => "",
+            _ if ratio >= TARGET_RATIO => "ok",
+            _ => "BELOW",
+        };
+        println!(
+            "  {:<6} {rate:>12.0} {min:>8.0} {max:>8.0} {ratio:>10.3} {verdict:>8} {:>12.2} {:>10.3}",
+            target.name,
+            cost / 1000.0,
+            bare_cost / cost
+        );
+    }
+    println!(
+        "  ratio = median req/s / bare median req/s (target >= {TARGET_RATIO}, DESIGN §4); \
+         CPU ratio = bare server CPU per request / this server's (insensitive to CPU stolen by other processes)"
+    );
+    let served: Vec<String> = targets.iter().map(|t| format!("{} {}", t.name, t.served)).collect();
+    println!("  requests answered, warm-up included: {}", served.join(", "));
+    println!("  took {:.0} s", started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,345 @@
+//! End-to-end tests of the demo page in real headless Chromium, driven over
+//! WebDriver (`chromedriver` + `fantoccini`): HttpOnly cookies, transparent
+//! refresh, parallel requests after expiry, CSRF from another origin, logout.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`
+//! (`apt-get install -y chromium chromium-driver`, or `.ci/install-browser.sh`);
+//! without them every test fails, saying so. Each test starts its own demo
+//! process and its own browser, on free loopback ports.
+
+#[path = "support/browser.rs"]
+mod browser;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{Router, extract::Query, response::Html, routing::get};
+use browser::{Browser, Demo, PAGE_CEILING, unix_now, wait_until};
+use serde_json::Value;
+
+const ACCESS: &str = "__Host-access";
+const REFRESH: &str = "__Host-refresh";
+
+/// Opens the demo page and waits for its script to have run.
+async fn open_demo(browser: &Browser, demo: &Demo) {
+    browser.goto(&format!("{}/", demo.origin())).await;
+    wait_until("the demo page", PAGE_CEILING, || async {
+        let ready =
+            browser.js("return document.readyState === 'complete' && !!document.getElementById('whoami')").await;
+        (ready == true).then_some(())
+    })
+    .await;
+}
+
+/// Logs in through the page's form; answers the status and the text shown.
+async fn login(browser: &Browser, user: &str, password: &str) -> (u16, String) {
+    browser.fill("#username", user).await;
+    browser.fill("#password", password).await;
+    browser.click_for_result("#login-button", "login-status").await
+}
+
+/// Logs in as alice and waits for the sessions list the page loads after it.
+async fn login_alice(browser: &Browser) {
+    let sessions_before = browser.seq("sessions-status").await;
+    let (status, text) = login(browser, "alice", "alice-pw").await;
+    assert_eq!(status, 200, "login failed: {text}");
+    assert!(text.contains("logged in as alice"), "{text}");
+    wait_until("the sessions list after login", PAGE_CEILING, || async {
+        (browser.seq("sessions-status").await > sessions_before).then_some(())
+    })
+    .await;
+}
+
+/// Clicks "Who am I" and answers the status and the JSON the page shows.
+async fn who_am_i(browser: &Browser) -> (u16, Value) {
+    let (status, text) = browser.click_for_result("#whoami", "me-output").await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("#me-output is not JSON ({e}): {text}"));
+    (status, json)
+}
+
+/// Waits until the access token whose claims are `me` has expired by the
+/// clock (`exp` passed) and the browser has dropped the access cookie
+/// (its `Max-Age` is the access lifetime).
+async fn wait_for_expiry(browser: &Browser, me: &Value) {
+    let exp = me["exp"].as_u64().unwrap_or_else(|| panic!("no exp in {me}"));
+    wait_until(&format!("exp {exp} to pass"), Duration::from_secs(10), || async { (unix_now() > exp).then_some(()) })
+        .await;
+    wait_until("the browser to drop the expired access cookie", PAGE_CEILING, || async {
+        (!browser.cookie_values().await.contains_key(ACCESS)).then_some(())
+    })
+    .await;
+}
+
+fn count(cookies: &[browser::JarCookie], name: &str) -> usize {
+    cookies.iter().filter(|c| c.name == name).count()
+}
+
+/// How many access and refresh cookies the jar holds.
+fn session_cookies(cookies: &[browser::JarCookie]) -> usize {
+    count(cookies, ACCESS) + count(cookies, REFRESH)
+}
+
+#[tokio::test]
+async fn login_sets_httponly_cookies_that_scripts_cannot_read() {
+    let demo = Demo::start(&[]).await;
+    let browser = Browser::start().await;
+    open_demo(&browser, &demo).await;
+    assert!(browser.text("#cookie-note").await.contains("HttpOnly"), "the page must say the cookies are HttpOnly");
+
+    let (status, text) = login(&browser, "alice", "wrong").await;
+    assert_eq!(status, 401, "wrong password: {text}");
+    assert!(browser.cookies().await.is_empty(), "a failed login set cookies: {:?}", browser.cookies().await);
+
+    login_alice(&browser).await;
+    let cookies = browser.cookies().await;
+    for name in [ACCESS, REFRESH] {
+        let cookie = cookies.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no {name} in {cookies:?}"));
+        assert!(!cookie.value.is_empty(), "{cookie:?}");
+        assert!(cookie.http_only, "{name} must be HttpOnly: {cookie:?}");
+        assert!(cookie.secure, "{name} must be Secure: {cookie:?}");
+        assert_eq!(cookie.path.as_deref(), Some("/"), "{cookie:?}");
+        assert!(matches!(cookie.same_site.as_deref(), Some("Lax" | "Strict")), "{name} SameSite: {cookie:?}");
+        // `__Host-`: host-only, no Domain attribute (WebDriver reports the host).
+        assert!(matches!(cookie.domain.as_deref(), None | Some("localhost")), "{cookie:?}");
+    }
+    assert_eq!(count(&cookies, ACCESS), 1);
+    assert_eq!(count(&cookies, REFRESH), 1);
+
+    // Scripts cannot see them; the page says so too.
+    let script_view = browser.js("return document.cookie").await;
+    let script_view = script_view.as_str().expect("document.cookie is a string");
+    for cookie in cookies.iter().filter(|c| [ACCESS, REFRESH].contains(&c.name.as_str())) {
+        assert!(!script_view.contains(&cookie.name), "document.cookie shows {}: {script_view:?}", cookie.name);
+        assert!(!script_view.contains(&cookie.value), "document.cookie shows a token: {script_view:?}");
+    }
+    // Only cookies that are not HttpOnly (none today) may show there.
+    let readable: Vec<String> =
+        cookies.iter().filter(|c| !c.http_only).map(|c| format!("{}={}", c.name, c.value)).collect();
+    assert_eq!(script_view, readable.join("; "));
+    assert_eq!(browser.text("#document-cookie").await, serde_json::to_string(script_view).unwrap());
+
+    let (status, me) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["name"], "Alice");
+    assert!(me["exp"].as_u64() > me["iat"].as_u64(), "{me}");
+    let current = browser.attr("#sessions li.session[data-current='true']", "data-id").await;
+    assert_eq!(current.as_deref(), me["sid"].as_str(), "the sessions list marks this session as current");
+    assert_eq!(browser.client.find_all(fantoccini::Locator::Css("#sessions li.session")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn who_am_i_after_expiry_refreshes_and_rotates_the_refresh_cookie() {
+    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]).await;
+    let browser = Browser::start().await;
+    open_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+    let (status, first) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{first}");
+    let refresh_before = browser.cookie_values().await.get(REFRESH).cloned().expect("refresh cookie after login");
+
+    wait_for_expiry(&browser, &first).await;
+    let (status, second) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "who am I after expiry must still work: {second}");
+    assert_eq!(second["sub"], "alice");
+    assert_eq!(second["sid"], first["sid"], "same session, new access token");
+    assert!(second["exp"].as_u64() > first["exp"].as_u64(), "a new access token: {first} then {second}");
+    assert_ne!(second["jti"], first["jti"]);
+    let jar = browser.cookies().await;
+    assert_eq!(count(&jar, REFRESH), 1, "{jar:?}");
+    let refresh_after = jar.iter().find(|c| c.name == REFRESH).map(|c| c.value.clone()).unwrap();
+    assert_ne!(refresh_after, refresh_before, "the refresh cookie must have rotated");
+    assert!(jar.iter().all(|c| c.http_only), "rotated cookies stay HttpOnly: {jar:?}");
+
+    // The rotated cookie is the live one: it refreshes again.
+    wait_for_expiry(&browser, &second).await;
+    let (status, third) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "second refresh: {third}");
+    assert_eq!(third["sid"], first["sid"]);
+    let refresh_third = browser.cookie_values().await.get(REFRESH).cloned().expect("refresh cookie");
+    assert!(refresh_third != refresh_after && refresh_third != refresh_before, "rotated again");
+}
+
+#[tokio::test]
+async fn parallel_fetches_after_expiry_all_succeed_and_leave_one_refresh_cookie() {
+    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]).await;
+    let browser = Browser::start().await;
+    open_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+    let (status, first) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{first}");
+    let refresh_before = browser.cookie_values().await.get(REFRESH).cloned().expect("refresh cookie after login");
+
+    wait_for_expiry(&browser, &first).await;
+    // Five "tabs" at once, all carrying the same refresh cookie and no access cookie.
+    let results = browser
+        .js_async(
+            r#"const done = arguments[arguments.length - 1];
+            Promise.all([0, 1, 2, 3, 4].map(() =>
+                fetch("/me", { cache: "no-store" }).then(async (r) => ({ status: r.status, body: await r.text() }))))
+            .then(done, (e) => done({ error: String(e) }));"#,
+        )
+        .await;
+    let results = results.as_array().unwrap_or_else(|| panic!("Promise.all failed: {results}"));
+    assert_eq!(results.len(), 5);
+    for result in results {
+        assert_eq!(result["status"], 200, "every parallel fetch must succeed: {results:?}");
+        let me: Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
+        assert_eq!(me["sid"], first["sid"], "same session for every racer: {results:?}");
+    }
+
+    let jar = browser.cookies().await;
+    assert_eq!(count(&jar, REFRESH), 1, "exactly one refresh cookie: {jar:?}");
+    let refresh_after = jar.iter().find(|c| c.name == REFRESH).map(|c| c.value.clone()).unwrap();
+    assert_ne!(refresh_after, refresh_before, "the refresh cookie must have rotated");
+
+    // Nobody was taken for a thief: the session is still the only one, and
+    // the converged cookie refreshes again once the new access token expires.
+    let (status, sessions) = browser.click_for_result("#load-sessions", "sessions-status").await;
+    assert_eq!(status, 200, "{sessions}");
+    assert!(sessions.starts_with("1 live session"), "{sessions}");
+    let (status, second) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{second}");
+    wait_for_expiry(&browser, &second).await;
+    let (status, third) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "the cookie left by the racers must still refresh: {third}");
+    assert_eq!(third["sid"], first["sid"]);
+}
+
+/// A page from another origin that submits a form to `target` as soon as it
+/// loads. The form has no field: its body is empty, as a cookie refresh's is.
+async fn start_attacker() -> u16 {
+    async fn page(Query(query): Query<BTreeMap<String, String>>) -> Html<String> {
+        let target = query.get("target").cloned().unwrap_or_default();
+        Html(format!(
+            r#"<!doctype html><title>totally harmless</title>
+            <form id="f" method="POST" action="{target}"></form>
+            <script>document.getElementById("f").submit();</script>"#
+        ))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the attacker's server");
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, Router::new().route("/", get(page))).await });
+    port
+}
+
+/// Lets the attacker page at `attacker_origin` post its form to `target`
+/// and answers the HTTP status the browser got for that navigation.
+async fn forged_post(browser: &Browser, attacker_origin: &str, target: &str) -> u16 {
+    browser.goto(&format!("{attacker_origin}/?target={target}")).await;
+    wait_until(&format!("the forged POST to land on {target}"), PAGE_CEILING, || async {
+        (browser.current_url().await == target && browser.js("return document.readyState").await == "complete")
+            .then_some(())
+    })
+    .await;
+    let status = browser.js("return performance.getEntriesByType('navigation')[0].responseStatus").await;
+    status.as_u64().unwrap_or_else(|| panic!("no navigation status: {status}")) as u16
+}
+
+#[tokio::test]
+async fn a_page_on_another_origin_cannot_log_the_user_out_with_a_form_post() {
+    let demo = Demo::start(&[]).await;
+    let browser = Browser::start().await;
+    let attacker = start_attacker().await;
+    open_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+    let (status, me) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{me}");
+    let jar_before = browser.cookie_values().await;
+    assert!(jar_before.contains_key(ACCESS) && jar_before.contains_key(REFRESH), "{jar_before:?}");
+
+    // Logging out, and also forcing a rotation of the refresh cookie.
+    for endpoint in ["logout", "logout-all", "auth/refresh"] {
+        let target = format!("{}/{endpoint}", demo.origin());
+        // Another site (127.0.0.1 vs localhost): SameSite keeps the cookies
+        // home, so the demo sees no credentials (400 invalid_grant for the
+        // refresh endpoint, 401 elsewhere) or refuses the request.
+        let cross_site = forged_post(&browser, &format!("http://127.0.0.1:{attacker}"), &target).await;
+        assert!(matches!(cross_site, 400 | 401 | 403), "cross-site form POST to /{endpoint} answered {cross_site}");
+        // Same site, other origin (another port of localhost): the cookies
+        // ride along, so only the CSRF check stands in the way.
+        let same_site = forged_post(&browser, &format!("http://localhost:{attacker}"), &target).await;
+        assert_eq!(same_site, 403, "cross-origin form POST to /{endpoint} with the cookies must be refused");
+        let body = browser.js("return document.body.innerText").await;
+        assert!(body.as_str().unwrap_or_default().contains("invalid_request"), "{body}");
+    }
+
+    open_demo(&browser, &demo).await;
+    assert_eq!(browser.cookie_values().await, jar_before, "the forged POSTs changed the cookies");
+    let (status, after) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "the session must survive the forged POSTs: {after}");
+    assert_eq!(after["sid"], me["sid"]);
+    assert_eq!(after["jti"], me["jti"], "same access token: nothing was rotated");
+}
+
+#[tokio::test]
+async fn logout_removes_both_cookies_from_the_jar() {
+    let demo = Demo::start(&[]).await;
+    let browser = Browser::start().await;
+    open_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+    let (status, me) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(session_cookies(&browser.cookies().await), 2);
+
+    let (status, text) = browser.click_for_result("#logout", "action-status").await;
+    assert_eq!(status, 204, "logout: {text}");
+    let jar = browser.cookies().await;
+    assert_eq!(session_cookies(&jar), 0, "logout left cookies in the jar: {jar:?}");
+
+    let (status, after) = who_am_i(&browser).await;
+    assert_eq!(status, 401, "logged out: {after}");
+    assert_eq!(session_cookies(&browser.cookies().await), 0, "a 401 after logout set cookies");
+}
+
+#[tokio::test]
+async fn sessions_list_revokes_another_device_and_logout_everywhere_ends_them_all() {
+    let demo = Demo::start(&[]).await;
+    let http = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{}", demo.port);
+    // Another device of alice's, logged in with bearer tokens.
+    let other_device = || async {
+        let response = http
+            .post(format!("{api}/login"))
+            .header("User-Agent", "other-device")
+            .json(&serde_json::json!({"username": "alice", "password": "alice-pw", "mode": "token"}))
+            .send()
+            .await
+            .expect("token login");
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    };
+    let bearer_status = |token: String| {
+        let request = http.get(format!("{api}/me")).bearer_auth(token);
+        async move { request.send().await.expect("GET /me").status().as_u16() }
+    };
+    let device = other_device().await;
+
+    let browser = Browser::start().await;
+    open_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+    let items = browser.client.find_all(fantoccini::Locator::Css("#sessions li.session")).await.unwrap();
+    assert_eq!(items.len(), 2, "browser + other device");
+    let other = browser.attr("#sessions li.session[data-current='false']", "data-id").await.expect("the other device");
+    assert!(browser.text("#sessions li.session[data-current='false']").await.contains("other-device"));
+
+    let sessions_before = browser.seq("sessions-status").await;
+    let (status, text) = browser.click_for_result(&format!("button.revoke[data-id='{other}']"), "action-status").await;
+    assert_eq!(status, 204, "revoke: {text}");
+    wait_until("the sessions list after revoking", PAGE_CEILING, || async {
+        (browser.seq("sessions-status").await > sessions_before).then_some(())
+    })
+    .await;
+    let items = browser.client.find_all(fantoccini::Locator::Css("#sessions li.session")).await.unwrap();
+    assert_eq!(items.len(), 1, "only this browser's session is left");
+    assert_eq!(bearer_status(device).await, 401, "the revoked device's access token must be refused");
+
+    let third = other_device().await;
+    assert_eq!(bearer_status(third.clone()).await, 200);
+    let (status, text) = browser.click_for_result("#logout-all", "action-status").await;
+    assert_eq!(status, 204, "logout everywhere: {text}");
+    let jar = browser.cookies().await;
+    assert_eq!(session_cookies(&jar), 0, "logout everywhere left cookies: {jar:?}");
+    assert_eq!(bearer_status(third).await, 401, "logout everywhere must end the other devices too");
+    let (status, after) = who_am_i(&browser).await;
+    assert_eq!(status, 401, "{after}");
+}

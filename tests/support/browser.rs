@@ -1,0 +1,424 @@
+//! Harness for the browser tests: the demo as a real process, a real
+//! `chromedriver`, and a headless Chromium session driven over WebDriver
+//! with `fantoccini`. Everything is started per test on free loopback ports
+//! and killed on drop, so tests are hermetic and may run in parallel.
+#![allow(dead_code)] // not every test uses every helper
+
+use std::{
+    collections::BTreeMap,
+    env,
+    future::Future,
+    io::{BufRead, BufReader, Read},
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock, mpsc},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const INSTALL_HINT: &str = "the browser tests need Debian's Chromium and its WebDriver: \
+     run `apt-get update && apt-get install -y chromium chromium-driver` (or `bash .ci/install-browser.sh`)";
+
+/// Ceiling of every wait for the page (an element's result, a navigation).
+pub const PAGE_CEILING: Duration = Duration::from_secs(10);
+/// Ceiling of process start-ups (demo, chromedriver, browser session).
+const START_CEILING: Duration = Duration::from_secs(30);
+
+/// Unix time in seconds, the clock the demo's `iat`/`exp` use.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
+}
+
+/// Polls `probe` every 50 ms until it yields `Some`, panicking with `what`
+/// after `ceiling`.
+pub async fn wait_until<T, F, Fut>(what: &str, ceiling: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + ceiling;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {ceiling:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------- the demo
+
+/// `target/<profile>/examples/demo`, built once per test binary with
+/// `cargo build --example demo` (a no-op when it is fresh). The profile and
+/// target directory are those of this test binary
+/// (`target/<profile>/deps/browser-…`), so `CARGO_TARGET_DIR` and
+/// `--release` are followed.
+pub fn demo_binary() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT.get_or_init(build_demo).clone().unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn build_demo() -> Result<PathBuf, String> {
+    let exe = env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("unexpected test binary location {}", exe.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+        None => return Err(format!("unexpected profile directory {}", profile_dir.display())),
+    };
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--example", "demo", "--profile", &profile])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run `cargo build --example demo`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo build --example demo --profile {profile}` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let binary = profile_dir.join("examples").join("demo");
+    if !binary.is_file() {
+        return Err(format!("`cargo build --example demo` left no binary at {}", binary.display()));
+    }
+    Ok(binary)
+}
+
+/// The demo server as a child process on `127.0.0.1:port`, killed on drop.
+/// Its output (logs) is kept and printed if the test panics.
+pub struct Demo {
+    pub port: u16,
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Demo {
+    /// Starts the demo with the embedded store and the given extra
+    /// environment (e.g. `ACCESS_TTL_SECS=1`), waiting for its
+    /// `listening on http://127.0.0.1:PORT` line.
+    pub async fn start(vars: &[(&str, &str)]) -> Demo {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        tokio::task::spawn_blocking(move || {
+            let binary = demo_binary();
+            let mut last_error = String::new();
+            // A free port may be taken between probing and binding: retry.
+            for _ in 0..3 {
+                match Demo::try_start(&binary, &vars) {
+                    Ok(demo) => return demo,
+                    Err(error) => last_error = error,
+                }
+            }
+            panic!("the demo did not start: {last_error}");
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    fn try_start(binary: &Path, vars: &[(String, String)]) -> Result<Demo, String> {
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .env_remove("REDIS_URL")
+            .env("PORT", port.to_string())
+            .env("JWT_SECRET", "browser-tests-secret")
+            .env("RUST_LOG", "info,tower_jwt_auth=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in vars {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().map_err(|e| format!("spawn {}: {e}", binary.display()))?;
+        let output = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines_rx) = mpsc::channel();
+        drain(child.stdout.take().expect("piped stdout"), output.clone(), Some(lines_tx));
+        drain(child.stderr.take().expect("piped stderr"), output.clone(), None);
+        let expected = format!("listening on http://127.0.0.1:{port}");
+        let deadline = Instant::now() + START_CEILING;
+        let mut demo = Demo { port, child, output };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) if line.contains(&expected) => return Ok(demo),
+                Ok(_) => {}
+                Err(_) => {
+                    let status = demo.child.try_wait().ok().flatten();
+                    let log = demo.log();
+                    demo.stop();
+                    return Err(format!("no `{expected}` line (exit status {status:?}); output:\n{log}"));
+                }
+            }
+        }
+    }
+
+    /// `http://localhost:PORT`: the page's origin (a secure context for
+    /// Chromium, so `Secure` `__Host-` cookies are kept over plain HTTP).
+    pub fn origin(&self) -> String {
+        format!("http://localhost:{}", self.port)
+    }
+
+    /// What the demo printed so far.
+    pub fn log(&self) -> String {
+        self.output.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!("---- demo output (port {}) ----\n{}", self.port, self.log());
+        }
+    }
+}
+
+/// Copies `reader` into `output` line by line on a thread (so the child never
+/// blocks on a full pipe), also sending each line to `lines` if given.
+fn drain(reader: impl Read + Send + 'static, output: Arc<Mutex<String>>, lines: Option<mpsc::Sender<String>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut output) = output.lock() {
+                output.push_str(&line);
+                output.push('\n');
+            }
+            if let Some(lines) = &lines {
+                let _ = lines.send(line);
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------- the browser
+
+/// `chromedriver` plus one headless Chromium session with a fresh profile.
+/// Dropping it kills chromedriver's whole process group (Chromium included).
+pub struct Browser {
+    pub client: Client,
+    chromedriver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port, waits for its `/status` to say
+    /// ready, and opens a headless Chromium session. Panics (never skips)
+    /// when Chromium or chromedriver is not installed.
+    pub async fn start() -> Browser {
+        for binary in [CHROMIUM, CHROMEDRIVER] {
+            assert!(Path::new(binary).exists(), "{binary} is missing: {INSTALL_HINT}");
+        }
+        let profile = tempfile::Builder::new().prefix("browser-test-profile-").tempdir().expect("temporary profile");
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut chromedriver = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group, so that drop can kill Chromium too.
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("could not start {CHROMEDRIVER}: {e}; {INSTALL_HINT}"));
+            match Self::connect(port, profile.path()).await {
+                Ok(client) => return Browser { client, chromedriver, _profile: profile },
+                Err(error) => {
+                    last_error = error;
+                    kill_group(&mut chromedriver);
+                }
+            }
+        }
+        panic!("could not open a Chromium session: {last_error}");
+    }
+
+    async fn connect(port: u16, profile: &Path) -> Result<Client, String> {
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("HTTP client");
+        let deadline = Instant::now() + START_CEILING;
+        loop {
+            let ready = match http.get(format!("{url}/status")).send().await {
+                Ok(response) => response.json::<Value>().await.ok().is_some_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("chromedriver on port {port} not ready after {START_CEILING:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--disable-dev-shm-usage",
+            "--window-size=1200,900",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([format!("--user-data-dir={}", profile.display())])
+        .collect::<Vec<_>>();
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
+        let mut builder = ClientBuilder::rustls().map_err(|e| format!("TLS roots: {e}"))?;
+        let connect = builder.capabilities(capabilities).connect(&url);
+        match tokio::time::timeout(START_CEILING, connect).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => Err(format!("new WebDriver session: {error}")),
+            Err(_) => Err(format!("new WebDriver session: no answer after {START_CEILING:?}")),
+        }
+    }
+
+    // ---- navigation and scripts
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap_or_else(|e| panic!("goto {url}: {e}"));
+    }
+
+    /// Runs a synchronous script (its `return` value comes back).
+    pub async fn js(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Runs an asynchronous script: it ends by calling `arguments[0](value)`.
+    pub async fn js_async(&self, script: &str) -> Value {
+        self.client.execute_async(script, vec![]).await.unwrap_or_else(|e| panic!("async script failed: {e}\n{script}"))
+    }
+
+    pub async fn current_url(&self) -> String {
+        self.client.current_url().await.expect("current URL").to_string()
+    }
+
+    // ---- elements
+
+    pub async fn click(&self, css: &str) {
+        let element = self.client.wait().at_most(PAGE_CEILING).for_element(Locator::Css(css)).await;
+        element
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        element.text().await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
+    }
+
+    pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        element.attr(name).await.unwrap_or_else(|e| panic!("attribute {name} of {css}: {e}"))
+    }
+
+    /// Replaces the text of an input.
+    pub async fn fill(&self, css: &str, value: &str) {
+        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        element.clear().await.unwrap_or_else(|e| panic!("clear {css}: {e}"));
+        element.send_keys(value).await.unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    /// `data-seq` of the demo page's result element `#id`: bumped on every result.
+    pub async fn seq(&self, id: &str) -> u64 {
+        self.attr(&format!("#{id}"), "data-seq").await.and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    /// Clicks `button` and waits (up to [`PAGE_CEILING`]) for the page to show a
+    /// new result in `#output`; answers its HTTP status (`data-status`) and text.
+    pub async fn click_for_result(&self, button: &str, output: &str) -> (u16, String) {
+        let before = self.seq(output).await;
+        self.click(button).await;
+        wait_until(&format!("a new result in #{output} after clicking {button}"), PAGE_CEILING, || async {
+            (self.seq(output).await > before).then_some(())
+        })
+        .await;
+        let status = self.attr(&format!("#{output}"), "data-status").await.and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, self.text(&format!("#{output}")).await)
+    }
+
+    // ---- cookies
+
+    /// The browser's cookie jar for the current page's URL, read over
+    /// WebDriver: unlike `document.cookie`, it includes HttpOnly cookies.
+    pub async fn cookies(&self) -> Vec<JarCookie> {
+        let cookies = self.client.get_all_cookies().await.expect("get all cookies");
+        cookies
+            .iter()
+            .map(|c| JarCookie {
+                name: c.name().to_owned(),
+                value: c.value().to_owned(),
+                http_only: c.http_only().unwrap_or(false),
+                secure: c.secure().unwrap_or(false),
+                path: c.path().map(str::to_owned),
+                domain: c.domain().map(str::to_owned),
+                same_site: c.same_site().map(|s| s.to_string()),
+            })
+            .collect()
+    }
+
+    /// Name → value of the jar's cookies (see [`Browser::cookies`]).
+    pub async fn cookie_values(&self) -> BTreeMap<String, String> {
+        self.cookies().await.into_iter().map(|c| (c.name, c.value)).collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        kill_group(&mut self.chromedriver);
+    }
+}
+
+/// Kills the process group led by `child` (chromedriver and the Chromium it
+/// started), then reaps `child`.
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A cookie as the browser stores it.
+#[derive(Clone, Debug)]
+pub struct JarCookie {
+    pub name: String,
+    pub value: String,
+    pub http_only: bool,
+    pub secure: bool,
+    pub path: Option<String>,
+    pub domain: Option<String>,
+    pub same_site: Option<String>,
+}
