@@ -3,18 +3,20 @@
 //! refresh, parallel requests after expiry, CSRF from another origin, logout.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`
-//! (`apt-get install -y chromium chromium-driver`, or `.ci/install-browser.sh`);
+//! (`apt-get install -y chromium chromium-driver`; `.ci/run` installs them);
 //! without them every test fails, saying so. Each test starts its own demo
 //! process and its own browser, on free loopback ports.
 
-#[path = "support/browser.rs"]
-mod browser;
+mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
 use axum::{Router, extract::Query, response::Html, routing::get};
-use browser::{Browser, Demo, PAGE_CEILING, unix_now, wait_until};
 use serde_json::Value;
+use support::{
+    browser::{Browser, PAGE_CEILING, unix_now, wait_until},
+    demo::Demo,
+};
 
 const ACCESS: &str = "__Host-access";
 const REFRESH: &str = "__Host-refresh";
@@ -69,18 +71,18 @@ async fn wait_for_expiry(browser: &Browser, me: &Value) {
     .await;
 }
 
-fn count(cookies: &[browser::JarCookie], name: &str) -> usize {
+fn count(cookies: &[support::browser::JarCookie], name: &str) -> usize {
     cookies.iter().filter(|c| c.name == name).count()
 }
 
 /// How many access and refresh cookies the jar holds.
-fn session_cookies(cookies: &[browser::JarCookie]) -> usize {
+fn session_cookies(cookies: &[support::browser::JarCookie]) -> usize {
     count(cookies, ACCESS) + count(cookies, REFRESH)
 }
 
 #[tokio::test]
 async fn login_sets_httponly_cookies_that_scripts_cannot_read() {
-    let demo = Demo::start(&[]).await;
+    let demo = Demo::start(&[]);
     let browser = Browser::start().await;
     open_demo(&browser, &demo).await;
     assert!(browser.text("#cookie-note").await.contains("HttpOnly"), "the page must say the cookies are HttpOnly");
@@ -129,7 +131,7 @@ async fn login_sets_httponly_cookies_that_scripts_cannot_read() {
 
 #[tokio::test]
 async fn who_am_i_after_expiry_refreshes_and_rotates_the_refresh_cookie() {
-    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]).await;
+    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]);
     let browser = Browser::start().await;
     open_demo(&browser, &demo).await;
     login_alice(&browser).await;
@@ -161,7 +163,7 @@ async fn who_am_i_after_expiry_refreshes_and_rotates_the_refresh_cookie() {
 
 #[tokio::test]
 async fn parallel_fetches_after_expiry_all_succeed_and_leave_one_refresh_cookie() {
-    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]).await;
+    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]);
     let browser = Browser::start().await;
     open_demo(&browser, &demo).await;
     login_alice(&browser).await;
@@ -237,7 +239,7 @@ async fn forged_post(browser: &Browser, attacker_origin: &str, target: &str) -> 
 
 #[tokio::test]
 async fn a_page_on_another_origin_cannot_log_the_user_out_with_a_form_post() {
-    let demo = Demo::start(&[]).await;
+    let demo = Demo::start(&[]);
     let browser = Browser::start().await;
     let attacker = start_attacker().await;
     open_demo(&browser, &demo).await;
@@ -273,7 +275,7 @@ async fn a_page_on_another_origin_cannot_log_the_user_out_with_a_form_post() {
 
 #[tokio::test]
 async fn logout_removes_both_cookies_from_the_jar() {
-    let demo = Demo::start(&[]).await;
+    let demo = Demo::start(&[]);
     let browser = Browser::start().await;
     open_demo(&browser, &demo).await;
     login_alice(&browser).await;
@@ -293,7 +295,7 @@ async fn logout_removes_both_cookies_from_the_jar() {
 
 #[tokio::test]
 async fn sessions_list_revokes_another_device_and_logout_everywhere_ends_them_all() {
-    let demo = Demo::start(&[]).await;
+    let demo = Demo::start(&[]);
     let http = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{}", demo.port);
     // Another device of alice's, logged in with bearer tokens.

@@ -37,7 +37,7 @@ impl std::ops::Deref for Env {
 
 impl Backend {
     fn start(self, settings: &[(&str, &str)]) -> Env {
-        let mut env: Vec<(&str, String)> = vec![("JWT_SECRET", "contract-test-secret".to_owned())];
+        let mut env: Vec<(&str, String)> = Vec::new();
         env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let (redis, cluster) = match self {
             Backend::Memory => (None, None),
@@ -52,6 +52,7 @@ impl Backend {
                 (None, Some(cluster))
             }
         };
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Env { demo: Demo::start(&env), _redis: redis, _cluster: cluster }
     }
 }

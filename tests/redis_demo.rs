@@ -13,8 +13,9 @@ use support::{
 };
 
 fn demo_on(redis: &RedisServer, extra: &[(&str, &str)]) -> Demo {
-    let mut env = vec![("JWT_SECRET", "redis-demo-secret".to_owned()), ("REDIS_URL", redis.url())];
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let url = redis.url();
+    let mut env = vec![("REDIS_URL", url.as_str())];
+    env.extend_from_slice(extra);
     Demo::start(&env)
 }
 

@@ -1,30 +1,28 @@
-//! Harness for the browser tests: the demo as a real process, a real
-//! `chromedriver`, and a headless Chromium session driven over WebDriver
-//! with `fantoccini`. Everything is started per test on free loopback ports
-//! and killed on drop, so tests are hermetic and may run in parallel.
+//! Harness for the browser tests: a real `chromedriver` and a headless
+//! Chromium session driven over WebDriver with `fantoccini` (the demo
+//! process comes from [`super::demo`]). Everything is started per test on
+//! free loopback ports and killed on drop, so tests are hermetic and may run
+//! in parallel.
 #![allow(dead_code)] // not every test uses every helper
 
 use std::{
     collections::BTreeMap,
-    env,
     future::Future,
-    io::{BufRead, BufReader, Read},
-    net::TcpListener,
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, OnceLock, mpsc},
-    thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+use super::demo::free_port;
+
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const INSTALL_HINT: &str = "the browser tests need Debian's Chromium and its WebDriver: \
-     run `apt-get update && apt-get install -y chromium chromium-driver` (or `bash .ci/install-browser.sh`)";
+     run `apt-get update && apt-get install -y chromium chromium-driver` (`.ci/run` does)";
 
 /// Ceiling of every wait for the page (an element's result, a navigation).
 pub const PAGE_CEILING: Duration = Duration::from_secs(10);
@@ -34,11 +32,6 @@ const START_CEILING: Duration = Duration::from_secs(30);
 /// Unix time in seconds, the clock the demo's `iat`/`exp` use.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
 }
 
 /// Polls `probe` every 50 ms until it yields `Some`, panicking with `what`
@@ -56,160 +49,6 @@ where
         assert!(Instant::now() < deadline, "timed out after {ceiling:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-// ---------------------------------------------------------------- the demo
-
-/// `target/<profile>/examples/demo`, built once per test binary with
-/// `cargo build --example demo` (a no-op when it is fresh). The profile and
-/// target directory are those of this test binary
-/// (`target/<profile>/deps/browser-…`), so `CARGO_TARGET_DIR` and
-/// `--release` are followed.
-pub fn demo_binary() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(build_demo).clone().unwrap_or_else(|error| panic!("{error}"))
-}
-
-fn build_demo() -> Result<PathBuf, String> {
-    let exe = env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test binary location {}", exe.display()))?;
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-        None => return Err(format!("unexpected profile directory {}", profile_dir.display())),
-    };
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "--example", "demo", "--profile", &profile])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run `cargo build --example demo`: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`cargo build --example demo --profile {profile}` failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let binary = profile_dir.join("examples").join("demo");
-    if !binary.is_file() {
-        return Err(format!("`cargo build --example demo` left no binary at {}", binary.display()));
-    }
-    Ok(binary)
-}
-
-/// The demo server as a child process on `127.0.0.1:port`, killed on drop.
-/// Its output (logs) is kept and printed if the test panics.
-pub struct Demo {
-    pub port: u16,
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Demo {
-    /// Starts the demo with the embedded store and the given extra
-    /// environment (e.g. `ACCESS_TTL_SECS=1`), waiting for its
-    /// `listening on http://127.0.0.1:PORT` line.
-    pub async fn start(vars: &[(&str, &str)]) -> Demo {
-        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        tokio::task::spawn_blocking(move || {
-            let binary = demo_binary();
-            let mut last_error = String::new();
-            // A free port may be taken between probing and binding: retry.
-            for _ in 0..3 {
-                match Demo::try_start(&binary, &vars) {
-                    Ok(demo) => return demo,
-                    Err(error) => last_error = error,
-                }
-            }
-            panic!("the demo did not start: {last_error}");
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    }
-
-    fn try_start(binary: &Path, vars: &[(String, String)]) -> Result<Demo, String> {
-        let port = free_port();
-        let mut command = Command::new(binary);
-        command
-            .env_remove("REDIS_URL")
-            .env("PORT", port.to_string())
-            .env("JWT_SECRET", "browser-tests-secret")
-            .env("RUST_LOG", "info,tower_jwt_auth=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, value) in vars {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-        let output = Arc::new(Mutex::new(String::new()));
-        let (lines_tx, lines_rx) = mpsc::channel();
-        drain(child.stdout.take().expect("piped stdout"), output.clone(), Some(lines_tx));
-        drain(child.stderr.take().expect("piped stderr"), output.clone(), None);
-        let expected = format!("listening on http://127.0.0.1:{port}");
-        let deadline = Instant::now() + START_CEILING;
-        let mut demo = Demo { port, child, output };
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) if line.contains(&expected) => return Ok(demo),
-                Ok(_) => {}
-                Err(_) => {
-                    let status = demo.child.try_wait().ok().flatten();
-                    let log = demo.log();
-                    demo.stop();
-                    return Err(format!("no `{expected}` line (exit status {status:?}); output:\n{log}"));
-                }
-            }
-        }
-    }
-
-    /// `http://localhost:PORT`: the page's origin (a secure context for
-    /// Chromium, so `Secure` `__Host-` cookies are kept over plain HTTP).
-    pub fn origin(&self) -> String {
-        format!("http://localhost:{}", self.port)
-    }
-
-    /// What the demo printed so far.
-    pub fn log(&self) -> String {
-        self.output.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.stop();
-        if thread::panicking() {
-            eprintln!("---- demo output (port {}) ----\n{}", self.port, self.log());
-        }
-    }
-}
-
-/// Copies `reader` into `output` line by line on a thread (so the child never
-/// blocks on a full pipe), also sending each line to `lines` if given.
-fn drain(reader: impl Read + Send + 'static, output: Arc<Mutex<String>>, lines: Option<mpsc::Sender<String>>) {
-    thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut output) = output.lock() {
-                output.push_str(&line);
-                output.push('\n');
-            }
-            if let Some(lines) = &lines {
-                let _ = lines.send(line);
-            }
-        }
-    });
 }
 
 // ---------------------------------------------------------------- the browser

@@ -1,14 +1,16 @@
 //! The demo server (`examples/demo.rs`) as a real process on a free port,
-//! and a small HTTP client that handles the auth cookies by hand (the
-//! `Secure` cookies would not be replayed over plain HTTP by a cookie jar).
+//! and a small HTTP client that handles the auth cookies by hand (a cookie
+//! jar would not replay `Secure` cookies over plain HTTP).
 
 use std::{
-    io::{BufRead, BufReader},
+    env,
+    io::{BufRead, BufReader, Read},
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
+    sync::{Arc, Mutex, OnceLock, mpsc},
+    thread,
+    time::{Duration, Instant},
 };
 
 use reqwest::{Method, StatusCode, header::HeaderMap};
@@ -17,83 +19,137 @@ use serde_json::Value;
 /// How long the demo may take to print its `listening on` line.
 const START_CEILING: Duration = Duration::from_secs(30);
 
-/// A running demo, killed on drop.
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
+}
+
+/// `target/<profile>/examples/demo`, built once per test binary with
+/// `cargo build --example demo` (a no-op when it is fresh). The profile and
+/// target directory are those of this test binary
+/// (`target/<profile>/deps/<test>-…`), so `CARGO_TARGET_DIR` and
+/// `--release` are followed.
+pub fn demo_binary() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT.get_or_init(build_demo).clone().unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn build_demo() -> Result<PathBuf, String> {
+    let exe = env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("unexpected test binary location {}", exe.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+        None => return Err(format!("unexpected profile directory {}", profile_dir.display())),
+    };
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--example", "demo", "--profile", &profile])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run `cargo build --example demo`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo build --example demo --profile {profile}` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let binary = profile_dir.join("examples").join("demo");
+    if !binary.is_file() {
+        return Err(format!("`cargo build --example demo` left no binary at {}", binary.display()));
+    }
+    Ok(binary)
+}
+
+/// The demo server as a child process on `127.0.0.1:port`, killed on drop.
+/// Its output (logs) is kept and printed if the test panics.
 pub struct Demo {
-    child: Child,
     pub port: u16,
+    /// `http://127.0.0.1:PORT`.
     pub base: String,
+    child: Child,
+    output: Arc<Mutex<String>>,
     client: reqwest::Client,
 }
 
-/// The demo binary next to this test binary (`cargo test` builds examples).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-    let demo = profile_dir.join("examples").join("demo");
-    assert!(
-        demo.exists(),
-        "{} is missing: run `cargo build --example demo` (plain `cargo test` builds it)",
-        demo.display()
-    );
-    demo
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 impl Demo {
-    /// Starts the demo with these environment variables and waits for its
-    /// `listening on http://127.0.0.1:PORT` line.
-    pub fn start(env: &[(&str, String)]) -> Self {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(binary())
-                .env("PORT", port.to_string())
-                .env("RUST_LOG", "warn,tower_jwt_auth=info")
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn the demo");
-            let stdout = child.stdout.take().unwrap();
-            let (lines, received) = mpsc::channel();
-            std::thread::spawn(move || {
-                // Keep draining after the first line, so the demo's log
-                // writes never hit a closed pipe.
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = lines.send(line);
-                }
-            });
-            let expected = format!("listening on http://127.0.0.1:{port}");
-            let deadline = std::time::Instant::now() + START_CEILING;
-            let ready = loop {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                match received.recv_timeout(left) {
-                    Ok(line) if line == expected => break Ok(()),
-                    Ok(_) => continue,
-                    Err(error) => break Err(error),
-                }
-            };
-            match ready {
-                Ok(()) => {
-                    let client = reqwest::Client::builder()
-                        .redirect(reqwest::redirect::Policy::none())
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
-                    return Self { child, port, base: format!("http://127.0.0.1:{port}"), client };
-                }
-                other => {
-                    last = format!("{other:?}");
-                    let _ = child.kill();
-                    let _ = child.wait();
+    /// Starts the demo (embedded store, a fixed `JWT_SECRET`, unless `vars`
+    /// say otherwise) and waits for its `listening on http://127.0.0.1:PORT`
+    /// line. Blocks for at most a few seconds.
+    pub fn start(vars: &[(&str, &str)]) -> Demo {
+        let binary = demo_binary();
+        let mut last_error = String::new();
+        // A free port may be taken between probing and binding: retry.
+        for _ in 0..3 {
+            match Demo::try_start(&binary, vars) {
+                Ok(demo) => return demo,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("the demo did not start: {last_error}");
+    }
+
+    fn try_start(binary: &Path, vars: &[(&str, &str)]) -> Result<Demo, String> {
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .env_remove("REDIS_URL")
+            .env("PORT", port.to_string())
+            .env("JWT_SECRET", "demo-tests-secret")
+            .env("RUST_LOG", "info,tower_jwt_auth=debug")
+            .env("NO_COLOR", "1")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| format!("spawn {}: {e}", binary.display()))?;
+        let output = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines_rx) = mpsc::channel();
+        drain(child.stdout.take().expect("piped stdout"), output.clone(), Some(lines_tx));
+        drain(child.stderr.take().expect("piped stderr"), output.clone(), None);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        let base = format!("http://127.0.0.1:{port}");
+        let expected = format!("listening on {base}");
+        let deadline = Instant::now() + START_CEILING;
+        let mut demo = Demo { port, base, child, output, client };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) if line.contains(&expected) => return Ok(demo),
+                Ok(_) => {}
+                Err(_) => {
+                    let status = demo.child.try_wait().ok().flatten();
+                    let log = demo.log();
+                    demo.stop();
+                    return Err(format!("no `{expected}` line (exit status {status:?}); output:\n{log}"));
                 }
             }
         }
-        panic!("the demo did not start: {last}");
+    }
+
+    /// `http://localhost:PORT`: the origin a browser should use (a secure
+    /// context for Chromium, so `Secure` `__Host-` cookies are kept over
+    /// plain HTTP).
+    pub fn origin(&self) -> String {
+        format!("http://localhost:{}", self.port)
+    }
+
+    /// What the demo printed so far.
+    pub fn log(&self) -> String {
+        self.output.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends a request; `cookies` become one `Cookie` header.
@@ -138,13 +194,6 @@ impl Demo {
         let reply = self.post("/login", &Auth::None, Some(credentials(user, "token"))).await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
         (reply.str("access_token"), reply.str("refresh_token"))
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -235,4 +284,30 @@ impl Reply {
         }
         assert!(self.body["error"].is_string() && self.body["error_description"].is_string(), "{:?}", self.body);
     }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!("---- demo output (port {}) ----\n{}", self.port, self.log());
+        }
+    }
+}
+
+/// Copies `reader` into `output` line by line on a thread (so the child never
+/// blocks on a full pipe), also sending each line to `lines` if given.
+fn drain(reader: impl Read + Send + 'static, output: Arc<Mutex<String>>, lines: Option<mpsc::Sender<String>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut output) = output.lock() {
+                output.push_str(&line);
+                output.push('\n');
+            }
+            if let Some(lines) = &lines {
+                let _ = lines.send(line);
+            }
+        }
+    });
 }
