@@ -3,27 +3,32 @@
 //! at least 0.95 × bare axum's requests/s).
 //!
 //! ```text
-//! cargo bench --bench http_load                  # 5 cycles of 3 s rounds, about 80 s
-//! cargo bench --bench http_load -- --quick       # 2 cycles of 1 s rounds, about 12 s
+//! cargo bench --bench http_load                  # 5 cycles of 3 s rounds, about 2 minutes
+//! cargo bench --bench http_load -- --quick       # 2 cycles of 1 s rounds, about 20 s
+//! HTTP_LOAD_QUICK=1 cargo bench --bench http_load               # the same as --quick
 //! HTTP_LOAD_SECS=5 HTTP_LOAD_CYCLES=7 HTTP_LOAD_CONNS=64 cargo bench --bench http_load
+//! HTTP_LOAD_ONLY=bare/HS256 cargo bench --bench http_load -- --quick   # one server alone, for profiling
 //! ```
 //!
 //! One process: a server thread (a current-thread Tokio runtime) serves five
-//! axum servers on free 127.0.0.1 ports: bare, and the same router behind
-//! `JwtAuth` with HS256, ES256, RS256 and EdDSA keys. The main thread (another
-//! current-thread runtime) is the load generator: N keep-alive HTTP/1.1
-//! connections, each sending one fixed pre-built `GET` with its own
-//! `Authorization: Bearer` token and reading the response before the next.
-//! Every cycle runs one round per server (the order rotates each cycle), so
-//! background noise hits every server alike. The report gives each server's
-//! median requests/s and its ratio to bare axum.
+//! axum servers on free 127.0.0.1 ports with the same handler: bare, and the
+//! router behind `JwtAuth` with an HS256, ES256, RS256 or EdDSA key (the
+//! handler extracts `Claims`; revocation is always on). The main thread
+//! (another current-thread runtime) is the load generator: N keep-alive
+//! HTTP/1.1 connections, each sending one fixed pre-built `GET` with its own
+//! token in `Authorization: Bearer` and reading the response before sending
+//! again. For every algorithm and cycle, a bare round and a `JwtAuth` round
+//! send the very same requests (bare ignores the header), alternating which
+//! goes first, so background noise hits both alike.
 //!
-//! `HTTP_LOAD_ONLY=bare` (or `HS256`, `ES256,RS256`, …) runs only the named
-//! servers, for profiling one alone (see BENCHMARKS.md).
+//! Reported per algorithm: the median requests/s of each side and their
+//! ratio, and the server thread's CPU time per request (read from
+//! `/proc/self/task/*/schedstat`) with its ratio, which stays meaningful when
+//! other processes take CPU time from the bench.
 //!
-//! Bare rounds send the HS256 requests (same bytes, the header is ignored).
-//! Each thread's CPU time is read from /proc, so the output says whether the
-//! server or the load generator was the bottleneck.
+//! `HTTP_LOAD_ONLY` (comma-separated `bare/HS256`, `HS256`, `bare/ES256`, …)
+//! runs only the named servers, for profiling one alone (see BENCHMARKS.md).
+//! Every loop is bounded by time and by count.
 
 use std::{
     io,
@@ -341,20 +346,29 @@ fn main() {
         costs: Vec::new(),
         served: 0,
     };
-    let mut targets = vec![target("bare".into(), servers.addrs[0], requests[0].clone())];
-    for ((alg, addr), requests) in algorithms.iter().zip(&servers.addrs[1..]).zip(requests) {
-        targets.push(target(format!("{alg:?}"), *addr, requests));
-    }
-    // For profiling one server alone (e.g. under callgrind).
-    if let Ok(only) = std::env::var("HTTP_LOAD_ONLY") {
-        targets.retain(|t| only.split(',').any(|name| name.trim().eq_ignore_ascii_case(&t.name)));
-        assert!(!targets.is_empty(), "HTTP_LOAD_ONLY names none of bare, HS256, ES256, RS256, EdDSA");
-    }
+    // Per algorithm, a pair: bare axum and JwtAuth, fed the very same requests.
+    let mut pairs: Vec<[Target; 2]> = algorithms
+        .iter()
+        .zip(&servers.addrs[1..])
+        .zip(requests)
+        .map(|((alg, addr), requests)| {
+            [
+                target(format!("bare/{alg:?}"), servers.addrs[0], requests.clone()),
+                target(format!("{alg:?}"), *addr, requests),
+            ]
+        })
+        .collect();
+    // For profiling one server alone (e.g. under callgrind): HTTP_LOAD_ONLY=bare/HS256 or HS256.
+    let only = std::env::var("HTTP_LOAD_ONLY").ok();
+    let selected =
+        |t: &Target| only.as_deref().is_none_or(|o| o.split(',').any(|n| n.trim().eq_ignore_ascii_case(&t.name)));
+    assert!(pairs.iter().flatten().any(selected), "HTTP_LOAD_ONLY names none of bare/HS256, HS256, …");
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("http_load: same handler (small JSON), bare axum vs the router behind JwtAuth (handler extracts Claims)");
     println!(
-        "  {} keep-alive HTTP/1.1 connections, {} cycles of {:.1} s rounds, round order rotating per cycle",
+        "  {} keep-alive HTTP/1.1 connections; {} cycles; per cycle and algorithm a bare round and a JwtAuth round \
+         of {:.1} s each with the same requests, alternating which goes first",
         settings.conns,
         settings.cycles,
         settings.round.as_secs_f64()
@@ -367,65 +381,81 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let started = Instant::now();
     rt.block_on(async {
-        for target in &mut targets {
+        for target in pairs.iter_mut().flatten().filter(|t| selected(t)) {
             let r = round(target, settings.warmup, &servers.tid).await;
             target.served += r.unwrap_or_else(|e| panic!("{}: {e}", target.name)).requests;
         }
-        let n = targets.len();
         for cycle in 0..settings.cycles {
-            for k in 0..n {
-                let target = &mut targets[(cycle + k) % n];
-                let r = round(target, settings.round, &servers.tid)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: {e}", target.name));
-                println!(
-                    "  cycle {} {:<6} {:>8.0} req/s  server {:>5.2} µs CPU/req  on-CPU: server {:>3.0}%, client {:>3.0}%",
-                    cycle + 1,
-                    target.name,
-                    r.rate,
-                    r.server_ns_per_request / 1000.0,
-                    r.server_cpu * 100.0,
-                    r.client_cpu * 100.0
-                );
-                target.rates.push(r.rate);
-                target.costs.push(r.server_ns_per_request);
-                target.served += r.requests;
+            for pair in &mut pairs {
+                let order = if cycle % 2 == 0 { [0, 1] } else { [1, 0] };
+                for k in order {
+                    let target = &mut pair[k];
+                    if !selected(target) {
+                        continue;
+                    }
+                    let r = round(target, settings.round, &servers.tid)
+                        .await
+                        .unwrap_or_else(|e| panic!("{}: {e}", target.name));
+                    println!(
+                        "  cycle {} {:<10} {:>8.0} req/s  server {:>5.2} µs CPU/req  on-CPU: server {:>3.0}%, client {:>3.0}%",
+                        cycle + 1,
+                        target.name,
+                        r.rate,
+                        r.server_ns_per_request / 1000.0,
+                        r.server_cpu * 100.0,
+                        r.client_cpu * 100.0
+                    );
+                    target.rates.push(r.rate);
+                    target.costs.push(r.server_ns_per_request);
+                    target.served += r.requests;
+                }
             }
         }
     });
     drop(servers);
 
-    let bare = targets.iter().find(|t| t.name == "bare");
-    let bare_rate = bare.map_or(f64::NAN, |t| median(&t.rates));
-    let bare_cost = bare.map_or(f64::NAN, |t| median(&t.costs));
     println!();
     println!(
-        "  {:<6} {:>12} {:>8} {:>8} {:>10} {:>8} {:>12} {:>10}",
-        "server", "median req/s", "min", "max", "ratio", "target", "µs CPU/req", "CPU ratio"
+        "  {:<6} {:>10} {:>13} {:>6} {:>6}   {:>11} {:>14} {:>9} {:>10}",
+        "alg",
+        "bare req/s",
+        "JwtAuth req/s",
+        "ratio",
+        "target",
+        "bare µs/req",
+        "JwtAuth µs/req",
+        "CPU ratio",
+        "CPU best"
     );
-    for target in &targets {
-        let rate = median(&target.rates);
-        let cost = median(&target.costs);
-        let min = target.rates.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = target.rates.iter().copied().fold(0.0, f64::max);
-        let ratio = rate / bare_rate;
-        let verdict = match () {
-            _ if target.name == "bare" || ratio.is_nan() => "",
-            _ if ratio >= TARGET_RATIO => "ok",
-            _ => "BELOW",
+    let best = |costs: &[f64]| costs.iter().copied().fold(f64::INFINITY, f64::min);
+    for [bare, jwt] in &pairs {
+        let (bare_rate, jwt_rate) = (median(&bare.rates), median(&jwt.rates));
+        let (bare_cost, jwt_cost) = (median(&bare.costs), median(&jwt.costs));
+        let ratio = jwt_rate / bare_rate;
+        let verdict = if ratio.is_nan() {
+            ""
+        } else if ratio >= TARGET_RATIO {
+            "ok"
+        } else {
+            "BELOW"
         };
         println!(
-            "  {:<6} {rate:>12.0} {min:>8.0} {max:>8.0} {ratio:>10.3} {verdict:>8} {:>12.2} {:>10.3}",
-            target.name,
-            cost / 1000.0,
-            bare_cost / cost
+            "  {:<6} {bare_rate:>10.0} {jwt_rate:>13.0} {ratio:>6.3} {verdict:>6}   {:>11.2} {:>14.2} {:>9.3} {:>10.3}",
+            jwt.name,
+            bare_cost / 1000.0,
+            jwt_cost / 1000.0,
+            bare_cost / jwt_cost,
+            best(&bare.costs) / best(&jwt.costs),
         );
     }
     println!(
-        "  ratio = median req/s / bare median req/s (target >= {TARGET_RATIO}, DESIGN §4); \
-         CPU ratio = bare server CPU per request / this server's (insensitive to CPU stolen by other processes)"
+        "  req/s and µs/req (server thread CPU time per request) are medians over the rounds; ratio = JwtAuth req/s / \
+         bare req/s (target >= {TARGET_RATIO}, DESIGN §4); CPU ratio = bare µs/req / JwtAuth µs/req, what the ratio \
+         would be with the server thread alone on a core, insensitive to CPU time taken by other processes; CPU best = \
+         the same from each side's cheapest round (interference only adds cost)"
     );
-    let served: Vec<String> = targets.iter().map(|t| format!("{} {}", t.name, t.served)).collect();
+    let served: Vec<String> =
+        pairs.iter().flatten().filter(|t| selected(t)).map(|t| format!("{} {}", t.name, t.served)).collect();
     println!("  requests answered, warm-up included: {}", served.join(", "));
     println!("  took {:.0} s", started.elapsed().as_secs_f64());
 }

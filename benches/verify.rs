@@ -14,6 +14,8 @@
 //! - `layer_hot_path/*`: the same request through a trivial service with and
 //!   without the layer, and through an axum `Router` whose handler extracts
 //!   `Claims` with and without the layer: the layer's whole per-request cost.
+//!   `router/noop_layer` is the bare router behind a do-nothing layer: what
+//!   axum charges for any `Router::layer`.
 //!
 //! Futures are polled once with a no-op waker: the trivial services are
 //! ready at once, so no runtime overhead is measured (a future that is not
@@ -32,7 +34,7 @@ use axum::{Json, Router, body::Body, routing::get};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service, service_fn, util::MapRequestLayer};
 use tower_jwt_auth::{Algorithm, Claims, JwtAuth, SigningKey};
 
 /// Every algorithm DESIGN §3 cares about, with its test key.
@@ -167,6 +169,10 @@ fn layer_hot_path(c: &mut Criterion) {
 
     let bare: Router = Router::new().route("/hello", get(hello_bare));
     bench_service(&mut g, "router/bare", bare, &hs_bearer);
+    // What any `Router::layer` costs in axum, whatever the layer does.
+    let noop: Router =
+        Router::new().route("/hello", get(hello_bare)).layer(MapRequestLayer::new(|request: Request<Body>| request));
+    bench_service(&mut g, "router/noop_layer", noop, &hs_bearer);
     let jwt: Router = Router::new().route("/hello", get(hello_claims)).layer(hs256.clone());
     bench_service(&mut g, "router/jwt_hs256_claims", jwt, &hs_bearer);
     let jwt: Router = Router::new().route("/hello", get(hello_claims)).layer(es256.clone());

@@ -1,18 +1,52 @@
 //! A bounded cache of verified access tokens, so a signature is checked once
 //! per token rather than once per request.
 //!
-//! Keyed by the whole token string (only tokens whose signature verified get
-//! in, so an attacker cannot fill it), each entry kept until the token's own
-//! `exp`. Lock-free reads (papaya); revocation is checked after every hit, so
-//! a cached token never outlives its session.
+//! Keyed by the whole token (only tokens whose signature verified get in, so
+//! an attacker cannot fill it), each entry kept until the token's own `exp`.
+//! Lock-free reads (papaya); revocation is checked after every hit, so a
+//! cached token never outlives its session.
 
-use std::sync::Arc;
+use std::{
+    hash::{BuildHasher, Hasher},
+    sync::Arc,
+};
+
+use foldhash::fast::{FoldHasher, RandomState};
 
 use crate::{revocation::now_ms, token::VerifiedToken};
 
 pub(crate) struct VerifiedCache {
-    entries: papaya::HashMap<Box<str>, Entry>,
+    entries: papaya::HashMap<Box<[u8]>, Entry, TailHash>,
     capacity: usize,
+}
+
+/// Hashes a token's length and last 32 bytes (the end of its signature)
+/// with foldhash: SipHash over a whole 300–700 byte token would cost more
+/// than the rest of a hit. Only tokens whose signature verified get in and nobody chooses
+/// signature bytes, so entries cannot be steered into one bucket; lookups
+/// still compare whole tokens.
+#[derive(Default)]
+struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(FoldHasher<'static>);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write_usize(bytes.len());
+        self.0.write(&bytes[bytes.len().saturating_sub(32)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 struct Entry {
@@ -23,10 +57,10 @@ struct Entry {
 
 impl VerifiedCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { entries: papaya::HashMap::new(), capacity }
+        Self { entries: papaya::HashMap::with_hasher(TailHash::default()), capacity }
     }
 
-    pub(crate) fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
+    pub(crate) fn get(&self, token: &[u8]) -> Option<Arc<VerifiedToken>> {
         self.entries.pin().get(token).map(|entry| entry.token.clone())
     }
 
@@ -48,7 +82,7 @@ impl VerifiedCache {
                 });
             }
         }
-        map.insert(token.into(), Entry { token: verified, until });
+        map.insert(token.as_bytes().into(), Entry { token: verified, until });
     }
 
     #[cfg(test)]
@@ -76,7 +110,7 @@ mod tests {
             cache.insert(&format!("token-{i}"), verified(far), far);
             assert!(cache.len() <= 64, "len {} after {i}", cache.len());
         }
-        assert!(cache.get("token-999").is_some(), "the newest entry is kept");
+        assert!(cache.get(b"token-999").is_some(), "the newest entry is kept");
     }
 
     #[test]
@@ -88,14 +122,14 @@ mod tests {
         }
         cache.insert("live", verified(far), far);
         cache.insert("new", verified(far), far);
-        assert!(cache.get("live").is_some() && cache.get("new").is_some());
-        assert!(cache.get("old-0").is_none());
+        assert!(cache.get(b"live").is_some() && cache.get(b"new").is_some());
+        assert!(cache.get(b"old-0").is_none());
     }
 
     #[test]
     fn zero_capacity_disables_it() {
         let cache = VerifiedCache::new(0);
         cache.insert("t", verified(u64::MAX), u64::MAX);
-        assert!(cache.get("t").is_none());
+        assert!(cache.get(b"t").is_none());
     }
 }

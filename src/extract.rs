@@ -72,7 +72,7 @@ impl IntoResponse for AuthRejection {
 /// use serde::Deserialize;
 /// use tower_jwt_auth::Claims;
 ///
-/// #[derive(Clone, Deserialize)]
+/// #[derive(Deserialize)]
 /// struct MyClaims { role: String }
 ///
 /// async fn admin_only(claims: Claims<MyClaims>) -> String {
@@ -81,7 +81,8 @@ impl IntoResponse for AuthRejection {
 /// ```
 pub struct Claims<T = NoClaims> {
     token: Arc<VerifiedToken>,
-    custom: T,
+    /// Shared with every request carrying the same token: decoded once.
+    custom: Arc<T>,
 }
 
 impl<T> Claims<T> {
@@ -120,9 +121,12 @@ impl<T> Claims<T> {
         &self.custom
     }
 
-    /// The custom claims, by value.
-    pub fn into_inner(self) -> T {
-        self.custom
+    /// The custom claims, by value (cloned unless this was the last user).
+    pub fn into_inner(self) -> T
+    where
+        T: Clone,
+    {
+        Arc::unwrap_or_clone(self.custom)
     }
 }
 
@@ -148,7 +152,7 @@ impl<T> Serialize for Claims<T> {
 
 impl<T> Claims<T>
 where
-    T: DeserializeOwned + Clone + Send + Sync + 'static,
+    T: DeserializeOwned + Send + Sync + 'static,
 {
     fn decode(auth: &JwtAuth, token: &Arc<VerifiedToken>) -> Result<Self, AuthRejection> {
         match token.custom::<T>() {
@@ -165,7 +169,7 @@ where
 impl<S, T> FromRequestParts<S> for Claims<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Clone + Send + Sync + 'static,
+    T: DeserializeOwned + Send + Sync + 'static,
 {
     type Rejection = AuthRejection;
 
@@ -178,7 +182,7 @@ where
 impl<S, T> OptionalFromRequestParts<S> for Claims<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Clone + Send + Sync + 'static,
+    T: DeserializeOwned + Send + Sync + 'static,
 {
     type Rejection = AuthRejection;
 

@@ -61,7 +61,7 @@ impl JwtAuth {
             if authorization.next().is_some() {
                 return Found::Rejected(AuthError::InvalidRequest("Only one Authorization header is allowed"));
             }
-            return match parse_bearer(value).and_then(|token| self.verify(token)) {
+            return match self.verify_bearer(value) {
                 Ok(token) => Found::Token(token),
                 Err(error) => Found::Rejected(error),
             };
@@ -98,10 +98,25 @@ impl JwtAuth {
         Found::Refresh(refresh.to_owned())
     }
 
+    /// Verifies a bearer token. A cache hit needs no syntax check (only
+    /// tokens that passed it got in), so the per-byte check runs on misses.
+    fn verify_bearer(&self, value: &HeaderValue) -> Result<Arc<VerifiedToken>, AuthError> {
+        let token = bearer_token(value)?;
+        let verifier = &self.inner.verifier;
+        let verified = match verifier.cached(token) {
+            Some(hit) => hit?,
+            None => verifier.verify_uncached(b64token(token)?)?,
+        };
+        self.check_revocation(verified)
+    }
+
     /// Verifies an access token and checks that its session is not revoked.
     pub(crate) fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
-        let verified = self.inner.verifier.verify(token)?;
-        if self.inner.revocations.is_revoked(&verified.claims.sid) {
+        self.check_revocation(self.inner.verifier.verify(token)?)
+    }
+
+    fn check_revocation(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, AuthError> {
+        if verified.is_revoked(&self.inner.revocations) {
             return Err(AuthError::InvalidToken("The session was revoked"));
         }
         Ok(verified)
@@ -112,20 +127,30 @@ impl JwtAuth {
     }
 }
 
-/// `Bearer <b64token>` (RFC 6750 §2.1): one space, one token, nothing else.
-fn parse_bearer(value: &HeaderValue) -> Result<&str, AuthError> {
-    const MALFORMED: AuthError = AuthError::InvalidRequest("The Authorization header is malformed");
-    let value = value.to_str().map_err(|_| MALFORMED)?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+const MALFORMED: AuthError = AuthError::InvalidRequest("The Authorization header is malformed");
+
+/// The token of `Bearer <token>`, its syntax not checked yet (see [`b64token`]).
+fn bearer_token(value: &HeaderValue) -> Result<&[u8], AuthError> {
+    let bytes = value.as_bytes();
+    let (scheme, token) = match bytes.iter().position(|&b| b == b' ') {
+        Some(space) => (&bytes[..space], &bytes[space + 1..]),
+        None => (bytes, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(AuthError::InvalidRequest("The Authorization header must use the Bearer scheme"));
     }
-    let body = token.trim_end_matches('=');
-    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
-    if body.is_empty() || !body.bytes().all(b64token) {
+    Ok(token)
+}
+
+/// `b64token` (RFC 6750 §2.1): one token, nothing else, not even a space.
+fn b64token(token: &[u8]) -> Result<&str, AuthError> {
+    let body = &token[..token.len() - token.iter().rev().take_while(|&&b| b == b'=').count()];
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(b);
+    if body.is_empty() || !body.iter().all(allowed) {
         return Err(MALFORMED);
     }
-    Ok(token)
+    // Only ASCII passed the check above.
+    std::str::from_utf8(token).map_err(|_| MALFORMED)
 }
 
 impl<S, B> Service<Request<B>> for JwtAuthService<S>
@@ -159,9 +184,7 @@ where
                 return ResponseFuture {
                     state: State::Refreshing {
                         refresh: Box::pin(async move { auth.refresh(&refresh_token).await }),
-                        request: Some(request),
-                        service: Some(service),
-                        auth: self.auth.clone(),
+                        waiting: Some(Box::new(Waiting { request, service, auth: self.auth.clone() })),
                     },
                 };
             }
@@ -172,7 +195,7 @@ where
             request.extensions_mut().insert(auth.context(Err(error)));
             ResponseFuture::inner(self.inner.call(request), After::Nothing)
         } else {
-            ResponseFuture { state: State::Respond { response: Some(auth.reject(error)) } }
+            ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error) } }
         }
     }
 }
@@ -201,19 +224,29 @@ pin_project! {
     enum State<S: Service<Request<B>>, B> {
         Refreshing {
             refresh: RefreshFuture,
-            request: Option<Request<B>>,
-            service: Option<S>,
-            auth: JwtAuth,
+            // Boxed: the request is large, and this future is moved around
+            // on the hot path too.
+            waiting: Option<Box<Waiting<S, B>>>,
         },
         Inner {
             #[pin]
             future: S::Future,
             after: After,
         },
-        Respond {
-            response: Option<Response>,
+        // The error, not its response: this future stays small.
+        Reject {
+            auth: JwtAuth,
+            error: Option<AuthError>,
         },
     }
+}
+
+/// The request held back while its session is refreshed.
+struct Waiting<S, B> {
+    request: Request<B>,
+    /// The inner service that reported ready.
+    service: S,
+    auth: JwtAuth,
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
@@ -233,11 +266,11 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Refreshing { refresh, request, service, auth } => {
+                StateProj::Refreshing { refresh, waiting } => {
                     let outcome = ready!(refresh.as_mut().poll(cx));
-                    let (Some(mut request), Some(mut service)) = (request.take(), service.take()) else {
-                        panic!("ResponseFuture polled after completion");
-                    };
+                    let Waiting { mut request, mut service, auth } =
+                        *waiting.take().expect("ResponseFuture polled after completion");
+                    let auth = &auth;
                     let (outcome, after) = match outcome {
                         Ok(tokens) => {
                             let token = tokens.refreshed.access.verified.0.clone();
@@ -270,8 +303,9 @@ where
                     apply(&mut response, std::mem::replace(after, After::Nothing));
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Respond { response } => {
-                    return Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")));
+                StateProj::Reject { auth, error } => {
+                    let error = error.take().expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(auth.reject(error)));
                 }
             }
         }
@@ -307,7 +341,7 @@ mod tests {
 
     #[test]
     fn bearer_parsing_is_strict() {
-        let ok = |v: &'static str| parse_bearer(&HeaderValue::from_static(v)).map(str::to_owned);
+        let ok = |v: &'static str| bearer_token(&HeaderValue::from_static(v)).and_then(b64token).map(str::to_owned);
         assert_eq!(ok("Bearer abc.def-_~+/=="), Ok("abc.def-_~+/==".to_owned()));
         assert_eq!(ok("bearer abc"), Ok("abc".to_owned()));
         for bad in ["Bearer", "Bearer ", "Bearer  abc", "Bearer abc def", "Bearer abc ", "Bearer a=b", "Bearer ===="] {

@@ -4,12 +4,18 @@
 //! The hot path only reads it; stores feed it (locally at once, from other
 //! instances through pub/sub, and reloaded in full after a reconnect).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 /// Revoked session ids with the Unix millisecond until which each matters.
 #[derive(Debug, Default)]
 pub struct RevocationList {
     until_ms: papaya::HashMap<Box<str>, u64>,
+    /// Bumped after every insert: a token found clean at generation `g` is
+    /// still clean while the generation is `g`, without a lookup.
+    generation: AtomicU64,
 }
 
 impl RevocationList {
@@ -28,10 +34,18 @@ impl RevocationList {
     pub fn insert(&self, sid: &str, until_ms: u64) {
         let map = self.until_ms.pin();
         map.update_or_insert(sid.into(), |old| (*old).max(until_ms), until_ms);
+        // After the insert, so a reader that sees the new generation also
+        // sees the entry.
+        self.generation.fetch_add(1, Ordering::Release);
         if map.len().is_multiple_of(1024) {
             let now = now_ms();
             map.retain(|_, &until| until > now);
         }
+    }
+
+    /// Changes whenever a session is revoked (see [`RevocationList::insert`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Number of entries (expired ones included until purged).

@@ -5,7 +5,10 @@
 
 use std::{
     any::Any,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -17,7 +20,7 @@ use crate::{
     cache::VerifiedCache,
     error::AuthError,
     keys::{SigningKey, VerifyingKey},
-    revocation::now_ms,
+    revocation::{RevocationList, now_ms},
 };
 
 /// Claim names this crate writes itself; custom claims may not reuse them.
@@ -51,11 +54,28 @@ pub(crate) struct VerifiedToken {
     pub(crate) payload: Box<RawValue>,
     /// The custom claims of the first type asked for, decoded once.
     custom: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The revocation-list generation at which the session was last found
+    /// not revoked (`u64::MAX`: never checked).
+    clean_at: AtomicU64,
 }
 
 impl VerifiedToken {
     fn new(claims: RegisteredClaims, payload: Box<RawValue>) -> Self {
-        Self { claims, payload, custom: OnceLock::new() }
+        Self { claims, payload, custom: OnceLock::new(), clean_at: AtomicU64::new(u64::MAX) }
+    }
+
+    /// Whether the session is revoked, looking it up only when a revocation
+    /// happened since the last look.
+    pub(crate) fn is_revoked(&self, revocations: &RevocationList) -> bool {
+        let generation = revocations.generation();
+        if self.clean_at.load(Ordering::Relaxed) == generation {
+            return false;
+        }
+        if revocations.is_revoked(&self.claims.sid) {
+            return true;
+        }
+        self.clean_at.store(generation, Ordering::Relaxed);
+        false
     }
 
     #[cfg(test)]
@@ -65,14 +85,14 @@ impl VerifiedToken {
 
     /// The custom claims as `T`, decoded at most once per token for the first
     /// `T` asked for (applications use one claims type).
-    pub(crate) fn custom<T>(&self) -> Result<T, serde_json::Error>
+    pub(crate) fn custom<T>(&self) -> Result<Arc<T>, serde_json::Error>
     where
-        T: DeserializeOwned + Clone + Send + Sync + 'static,
+        T: DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some(cached) = self.custom.get().and_then(|c| c.downcast_ref::<T>()) {
+        if let Some(cached) = self.custom.get().and_then(|c| c.downcast_ref::<Arc<T>>()) {
             return Ok(cached.clone());
         }
-        let value: T = serde_json::from_str(self.payload.get())?;
+        let value: Arc<T> = Arc::new(serde_json::from_str(self.payload.get())?);
         let _ = self.custom.set(Box::new(value.clone()));
         Ok(value)
     }
@@ -288,13 +308,24 @@ impl Verifier {
 
     /// Verifies `token`, from the cache when it was verified before.
     pub(crate) fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
+        match self.cached(token.as_bytes()) {
+            Some(hit) => hit,
+            None => self.verify_uncached(token),
+        }
+    }
+
+    /// A token verified before, its times checked again; `None` on a miss.
+    pub(crate) fn cached(&self, token: &[u8]) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
+        let hit = self.cache.get(token)?;
+        Some(self.check_times(&hit.claims, now_ms() / 1000).map(|()| hit))
+    }
+
+    /// Checks the signature and claims of a token not in the cache, and caches it.
+    pub(crate) fn verify_uncached(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::InvalidToken("The access token is too large"));
         }
-        if let Some(hit) = self.cache.get(token) {
-            return self.check_times(&hit.claims, now_ms() / 1000).map(|()| hit);
-        }
-        let verified = Arc::new(self.verify_uncached(token)?);
+        let verified = Arc::new(self.decode(token)?);
         self.cache.insert(token, verified.clone(), verified.claims.exp + self.leeway_secs);
         Ok(verified)
     }
@@ -317,7 +348,7 @@ impl Verifier {
         Ok(())
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+    fn decode(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| describe(e.kind()))?;
         let kid = header.kid.as_deref().ok_or(AuthError::InvalidToken("The access token names no key"))?;
         let (key, validation) = self
