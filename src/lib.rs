@@ -8,6 +8,7 @@ mod cookies;
 mod csrf;
 mod error;
 mod extract;
+mod flight;
 mod keys;
 mod layer;
 mod random;

@@ -2,22 +2,14 @@
 //! the process, grace window and theft detection in the store), logout,
 //! logout everywhere, listing and revoking devices.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    future::Future,
-    net::IpAddr,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{fmt, future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use serde::Serialize;
-use tokio::sync::OnceCell;
 
 use crate::{
     config::JwtAuth,
     error::AuthError,
+    flight::Flights,
     refresh_token::{RefreshKey, RefreshToken},
     revocation::{RevocationList, now_ms},
     store::{NewSession, RotateOutcome, SessionPolicy, SessionRecord, SessionStore},
@@ -61,27 +53,6 @@ pub(crate) struct Refreshed {
     pub(crate) refresh_max_age: Duration,
 }
 
-/// One rotation of one presented refresh token, shared by every request of
-/// this process presenting it: racers wait for the same store call, and
-/// later arrivals reuse its success for as long as the store itself would
-/// answer with the same successor (the grace window), without asking it.
-struct Flight {
-    /// Taken before the store call, so reuse ends no later than the store's window.
-    started: Instant,
-    result: OnceCell<Result<Arc<Refreshed>, AuthError>>,
-}
-
-impl Flight {
-    /// Whether a request arriving `now` may join this flight.
-    fn is_live(&self, now: Instant, grace: Duration) -> bool {
-        match self.result.get() {
-            None => true,
-            Some(Ok(_)) => now < self.started + grace,
-            Some(Err(_)) => false,
-        }
-    }
-}
-
 /// Session state shared by the clones of one [`JwtAuth`].
 pub(crate) struct Sessions {
     store: Arc<dyn SessionStore>,
@@ -89,8 +60,8 @@ pub(crate) struct Sessions {
     key: RefreshKey,
     revocations: Arc<RevocationList>,
     reload_claims: Option<ClaimsReloader>,
-    /// Rotations in progress or just done, by presented token (see [`Flight`]).
-    in_flight: Mutex<HashMap<RefreshToken, Arc<Flight>>>,
+    /// Rotations in progress or just done, by presented token.
+    flights: Flights,
 }
 
 impl Sessions {
@@ -101,7 +72,7 @@ impl Sessions {
         revocations: Arc<RevocationList>,
         reload_claims: Option<ClaimsReloader>,
     ) -> Self {
-        Self { store, policy, key, revocations, reload_claims, in_flight: Mutex::default() }
+        Self { flights: Flights::new(policy.grace), store, policy, key, revocations, reload_claims }
     }
 
     /// The session a refresh token names, if its tag verifies.
@@ -114,26 +85,6 @@ impl Sessions {
         let until = now_ms() + self.policy.revocation_ttl.as_millis() as u64;
         for sid in sids {
             self.revocations.insert(sid, until);
-        }
-    }
-}
-
-/// Drops a failed or abandoned flight once its request is done, so the next
-/// presentation asks the store again (successes stay until their window ends).
-struct LeaveFlight<'a> {
-    sessions: &'a Sessions,
-    token: &'a RefreshToken,
-    flight: &'a Arc<Flight>,
-}
-
-impl Drop for LeaveFlight<'_> {
-    fn drop(&mut self) {
-        if matches!(self.flight.result.get(), Some(Ok(_))) {
-            return;
-        }
-        let mut in_flight = self.sessions.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if in_flight.get(self.token).is_some_and(|current| Arc::ptr_eq(current, self.flight)) {
-            in_flight.remove(self.token);
         }
     }
 }
@@ -282,23 +233,7 @@ impl JwtAuth {
         if sessions.revocations.is_revoked(&presented.sid) {
             return Err(AuthError::InvalidGrant("The session was revoked"));
         }
-        let flight = {
-            let mut in_flight = sessions.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            let (now, grace) = (Instant::now(), sessions.policy.grace);
-            if in_flight.len() > 1024 {
-                in_flight.retain(|_, flight| flight.is_live(now, grace));
-            }
-            match in_flight.get(&presented) {
-                Some(flight) if flight.is_live(now, grace) => flight.clone(),
-                _ => {
-                    let flight = Arc::new(Flight { started: now, result: OnceCell::new() });
-                    in_flight.insert(presented.clone(), flight.clone());
-                    flight
-                }
-            }
-        };
-        let _leave = LeaveFlight { sessions, token: &presented, flight: &flight };
-        let result = flight.result.get_or_init(|| self.rotate(&presented)).await.clone();
+        let result = sessions.flights.run(&presented, || self.rotate(&presented)).await;
         result.map(|refreshed| Tokens { auth: self.clone(), refreshed })
     }
 

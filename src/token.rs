@@ -326,15 +326,13 @@ impl Verifier {
             return Err(AuthError::InvalidToken("The access token is too large"));
         }
         let verified = Arc::new(self.decode(token)?);
-        self.cache.insert(token, verified.clone(), verified.claims.exp + self.leeway_secs);
+        self.cache.insert(token, verified.clone());
         Ok(verified)
     }
 
     /// Puts a token this instance just issued into the cache.
     pub(crate) fn remember(&self, token: &AccessToken) {
-        let verified = token.verified.0.clone();
-        let until = verified.claims.exp + self.leeway_secs;
-        self.cache.insert(&token.token, verified, until);
+        self.cache.insert(&token.token, token.verified.0.clone());
     }
 
     /// `exp` and `nbf` again for a cached token (the signature was checked).
