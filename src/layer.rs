@@ -322,7 +322,7 @@ fn as_resource_error(error: AuthError) -> AuthError {
 
 /// Adds the cookies decided on the way in, unless the handler ended the session.
 fn apply(response: &mut Response, after: After) {
-    if response.extensions().get::<SessionEnded>().is_some() {
+    if matches!(after, After::Nothing) || response.extensions().get::<SessionEnded>().is_some() {
         return;
     }
     match after {
