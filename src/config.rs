@@ -341,6 +341,11 @@ impl JwtAuthBuilder {
         if self.access_ttl.is_zero() || self.idle_ttl.is_zero() || self.absolute_ttl < self.idle_ttl {
             return Err(ConfigError::Invalid("lifetimes must be positive and the absolute one at least the idle one"));
         }
+        // Keeps every `now + lifetime` far from overflowing.
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        if [self.access_ttl, self.absolute_ttl, self.grace].iter().any(|d| *d > CENTURY) {
+            return Err(ConfigError::Invalid("lifetimes must be under a century"));
+        }
         if self.same_site == SameSite::None {
             return Err(ConfigError::Invalid("SameSite=None exposes the cookies to cross-site requests"));
         }

@@ -60,17 +60,18 @@ fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
     HeaderValue::try_from(cookie.to_string()).expect("cookie names and values are visible ASCII")
 }
 
-/// The value of the first cookie called `name` in the request's `Cookie` headers.
+/// The value of the first cookie called `name` in the request's `Cookie`
+/// headers. Read as bytes: another cookie with non-ASCII bytes in the same
+/// header (browsers send them) must not hide ours.
 pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            (key.trim() == name).then(|| value.trim())
-        })
+    headers.get_all(header::COOKIE).iter().flat_map(|value| value.as_bytes().split(|&b| b == b';')).find_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (key, value) = (&pair[..eq], &pair[eq + 1..]);
+        if key.trim_ascii() != name.as_bytes() {
+            return None;
+        }
+        std::str::from_utf8(value.trim_ascii()).ok()
+    })
 }
 
 /// Whether `name` can be a cookie name (an RFC 6265 token).

@@ -191,7 +191,7 @@ impl Issuer {
             sid,
             custom_json,
             iat,
-            exp: iat + self.ttl.as_secs(),
+            exp: iat.saturating_add(self.ttl.as_secs()),
             nbf: None,
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),
@@ -219,7 +219,8 @@ pub(crate) fn sign(key: &SigningKey, header: &Header, spec: &TokenSpec<'_>) -> R
     let mut payload = serde_json::to_string(&registered).map_err(|_| AuthError::Misconfigured("claims"))?;
     // `custom_json` is a JSON object without registered names (checked when
     // the session was created), so splicing its members in keeps valid JSON.
-    let members = spec.custom_json.trim().trim_start_matches('{').trim_end_matches('}').trim();
+    let object = spec.custom_json.trim();
+    let members = object.strip_prefix('{').and_then(|o| o.strip_suffix('}')).unwrap_or(object).trim();
     if !members.is_empty() {
         payload.pop();
         payload.push(',');
@@ -337,10 +338,10 @@ impl Verifier {
 
     /// `exp` and `nbf` again for a cached token (the signature was checked).
     fn check_times(&self, claims: &RegisteredClaims, now: u64) -> Result<(), AuthError> {
-        if claims.exp + self.leeway_secs < now {
+        if claims.exp.saturating_add(self.leeway_secs) < now {
             return Err(AuthError::EXPIRED);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now + self.leeway_secs) {
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway_secs)) {
             return Err(AuthError::InvalidToken("The access token is not valid yet"));
         }
         Ok(())
