@@ -1,6 +1,10 @@
 //! Single-flight refreshes: the requests of this process presenting the same
 //! refresh token share one store call and its result, and arrivals shortly
 //! after a success reuse it without asking the store again.
+//!
+//! Flights are keyed by session, not by token: once a newer token of the
+//! session is presented, the older one's flight is gone, so a stale token
+//! reaches the store (which calls it theft) instead of a reused success.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -19,22 +23,27 @@ type Outcome = Result<Arc<Refreshed>, AuthError>;
 /// which the store itself would answer a repeat with the same successor.
 const MAX_REUSE: Duration = Duration::from_secs(1);
 
-/// Refreshes in progress or just done, by presented token.
+/// Refreshes in progress or just done, by session.
 pub(crate) struct Flights {
     state: Mutex<State>,
     /// How long a success is reused.
     reuse: Duration,
 }
 
+/// `(user_id, sid)`.
+type SessionKey = (String, String);
+
 #[derive(Default)]
 struct State {
-    by_token: HashMap<RefreshToken, Arc<Flight>>,
+    by_session: HashMap<SessionKey, Arc<Flight>>,
     /// The same flights, oldest first, so expired ones leave in O(1) each.
-    by_age: VecDeque<(RefreshToken, Arc<Flight>)>,
+    by_age: VecDeque<(SessionKey, Arc<Flight>)>,
 }
 
 /// One store call for one presented token.
 struct Flight {
+    /// The presented counter.
+    counter: u64,
     /// Taken before the store call, so reuse ends no later than the store's window.
     started: Instant,
     outcome: OnceCell<Outcome>,
@@ -67,16 +76,19 @@ impl Flights {
         let mut state = self.lock();
         while state.by_age.front().is_some_and(|(_, flight)| flight.started + self.reuse <= now) {
             let Some((old, flight)) = state.by_age.pop_front() else { break };
-            if state.by_token.get(&old).is_some_and(|current| Arc::ptr_eq(current, &flight)) {
-                state.by_token.remove(&old);
+            if state.by_session.get(&old).is_some_and(|current| Arc::ptr_eq(current, &flight)) {
+                state.by_session.remove(&old);
             }
         }
-        if let Some(flight) = state.by_token.get(token).filter(|flight| self.is_live(flight, now)) {
+        let key = (token.user_id.clone(), token.sid.clone());
+        if let Some(flight) =
+            state.by_session.get(&key).filter(|f| f.counter == token.counter && self.is_live(f, now))
+        {
             return flight.clone();
         }
-        let flight = Arc::new(Flight { started: now, outcome: OnceCell::new() });
-        state.by_token.insert(token.clone(), flight.clone());
-        state.by_age.push_back((token.clone(), flight.clone()));
+        let flight = Arc::new(Flight { counter: token.counter, started: now, outcome: OnceCell::new() });
+        state.by_session.insert(key.clone(), flight.clone());
+        state.by_age.push_back((key, flight.clone()));
         flight
     }
 
@@ -104,8 +116,9 @@ impl Drop for Leave<'_> {
             return;
         }
         let mut state = self.flights.lock();
-        if state.by_token.get(self.token).is_some_and(|current| Arc::ptr_eq(current, self.flight)) {
-            state.by_token.remove(self.token);
+        let key = (self.token.user_id.clone(), self.token.sid.clone());
+        if state.by_session.get(&key).is_some_and(|current| Arc::ptr_eq(current, self.flight)) {
+            state.by_session.remove(&key);
         }
     }
 }
@@ -115,7 +128,7 @@ mod tests {
     use super::*;
 
     fn token(counter: u64) -> RefreshToken {
-        RefreshToken { user_id: "u".into(), sid: "s".into(), counter }
+        RefreshToken { user_id: "u".into(), sid: format!("s{counter}"), counter }
     }
 
     #[tokio::test]
@@ -123,7 +136,7 @@ mod tests {
         let flights = Flights::new(Duration::from_secs(10));
         let failed = flights.run(&token(0), || async { Err(AuthError::Unavailable) }).await;
         assert!(matches!(failed, Err(AuthError::Unavailable)));
-        assert!(flights.lock().by_token.is_empty(), "a failure leaves at once");
+        assert!(flights.lock().by_session.is_empty(), "a failure leaves at once");
 
         // Many different tokens: each join drops the flights past the window.
         let flights = Flights::new(Duration::ZERO);
@@ -131,5 +144,17 @@ mod tests {
             let _ = flights.run(&token(counter), || async { Err(AuthError::Unavailable) }).await;
         }
         assert!(flights.lock().by_age.len() <= 1);
+    }
+
+    #[tokio::test]
+    async fn a_newer_token_of_the_session_ends_the_older_ones_flight() {
+        let flights = Flights::new(Duration::from_secs(10));
+        let t0 = RefreshToken { user_id: "u".into(), sid: "s".into(), counter: 0 };
+        let t1 = RefreshToken { counter: 1, ..t0.clone() };
+        let first = flights.join(&t0);
+        assert!(Arc::ptr_eq(&first, &flights.join(&t0)), "racers share a flight");
+        let newer = flights.join(&t1);
+        assert!(!Arc::ptr_eq(&first, &newer));
+        assert!(!Arc::ptr_eq(&first, &flights.join(&t0)), "the stale token goes to the store");
     }
 }

@@ -19,6 +19,8 @@ mod routes;
 mod session;
 pub mod store;
 pub mod testing;
+#[doc = include_str!("docs/threat_model.md")]
+pub mod threat_model {}
 mod token;
 
 pub use config::{ConfigError, JwtAuth, JwtAuthBuilder};
