@@ -81,8 +81,7 @@ impl Flights {
             }
         }
         let key = (token.user_id.clone(), token.sid.clone());
-        if let Some(flight) =
-            state.by_session.get(&key).filter(|f| f.counter == token.counter && self.is_live(f, now))
+        if let Some(flight) = state.by_session.get(&key).filter(|f| f.counter == token.counter && self.is_live(f, now))
         {
             return flight.clone();
         }
