@@ -85,7 +85,7 @@ impl JwtAuthBuilder {
     /// | refresh absolute lifetime | 30 days |
     /// | grace window for a just-rotated refresh token | 10 seconds |
     /// | clock leeway for `exp`/`nbf` | 5 seconds |
-    /// | sessions per user | unlimited |
+    /// | sessions per user | 50 (the oldest is revoked beyond it) |
     /// | cookies | `__Host-access`, `__Host-refresh`; `HttpOnly; Secure; Path=/; SameSite=Lax` |
     /// | CSRF | `Sec-Fetch-Site`/`Origin` check for cookie-authenticated unsafe requests; no double-submit token |
     /// | verified-token cache | 10 000 tokens |
@@ -103,7 +103,7 @@ impl JwtAuthBuilder {
             idle_ttl: Duration::from_secs(14 * 24 * 3600),
             absolute_ttl: Duration::from_secs(30 * 24 * 3600),
             grace: Duration::from_secs(10),
-            max_sessions: None,
+            max_sessions: Some(50),
             access_cookie: "__Host-access".into(),
             refresh_cookie: "__Host-refresh".into(),
             same_site: SameSite::Lax,
@@ -188,7 +188,9 @@ impl JwtAuthBuilder {
         self
     }
 
-    /// Caps the sessions of one user; a new login beyond it revokes the oldest.
+    /// Caps the sessions of one user (default 50); a new login beyond it
+    /// revokes the oldest. The cap also bounds the work of every login,
+    /// which reads all of the user's sessions.
     pub fn max_sessions_per_user(mut self, max: u32) -> Self {
         self.max_sessions = Some(max);
         self

@@ -23,7 +23,7 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use http::{HeaderName, Method, Request, Response};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Uri, header};
 use sha2::Sha256;
 use tower_http::csrf::{Csrf, CsrfLayer};
 use tower_layer::Layer;
@@ -37,6 +37,8 @@ pub(crate) struct CsrfCheck {
     probe: Csrf<Pass, fn(tower_http::csrf::ProtectionError) -> Response<()>>,
     pub(crate) double_submit: Option<DoubleSubmit>,
 }
+
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// The header carrying the double-submit token.
 pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
@@ -102,6 +104,8 @@ impl CsrfCheck {
     pub(crate) fn new(trusted_origins: &[String], double_submit: Option<DoubleSubmit>) -> Result<Self, &'static str> {
         let mut layer = CsrfLayer::new();
         for origin in trusted_origins {
+            // Browsers send `Origin` in lowercase; the check compares bytes.
+            let origin = origin.to_ascii_lowercase();
             layer =
                 layer.add_trusted_origin(origin).map_err(|_| "a trusted origin must look like https://host[:port]")?;
         }
@@ -111,12 +115,12 @@ impl CsrfCheck {
 
     /// In double-submit mode, refuses an unsafe cookie-authenticated request
     /// of session `sid` without its token.
-    pub(crate) fn check_token<B>(&self, request: &Request<B>, sid: &str) -> Result<(), AuthError> {
+    pub(crate) fn check_token(&self, method: &Method, headers: &HeaderMap, sid: &str) -> Result<(), AuthError> {
         let Some(double_submit) = &self.double_submit else { return Ok(()) };
-        if is_safe(request.method()) {
+        if is_safe(method) {
             return Ok(());
         }
-        match request.headers().get(TOKEN_HEADER) {
+        match headers.get(TOKEN_HEADER) {
             Some(token) if double_submit.verify(sid, token.as_bytes()) => Ok(()),
             Some(_) => Err(AuthError::CrossSiteRequest("The X-CSRF-Token header does not match the session")),
             None => Err(AuthError::CrossSiteRequest("The X-CSRF-Token header is required")),
@@ -124,15 +128,19 @@ impl CsrfCheck {
     }
 
     /// Refuses an unsafe cookie-authenticated request from another origin.
-    pub(crate) fn check<B>(&self, request: &Request<B>) -> Result<(), AuthError> {
-        if is_safe(request.method()) {
+    pub(crate) fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), AuthError> {
+        if is_safe(method) {
             return Ok(());
         }
-        // Only what the check reads: method, URI (authority) and headers.
+        // Only what the check reads: method, URI (authority) and three headers.
         let mut probe_request = Request::new(());
-        *probe_request.method_mut() = request.method().clone();
-        *probe_request.uri_mut() = request.uri().clone();
-        *probe_request.headers_mut() = request.headers().clone();
+        *probe_request.method_mut() = method.clone();
+        *probe_request.uri_mut() = uri.clone();
+        for name in [header::HOST, header::ORIGIN, SEC_FETCH_SITE] {
+            for value in headers.get_all(&name) {
+                probe_request.headers_mut().append(name.clone(), value.clone());
+            }
+        }
         let mut probe = self.probe.clone();
         let mut future = pin!(probe.call(probe_request));
         // Both the check and `Pass` answer synchronously.

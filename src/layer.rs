@@ -23,6 +23,7 @@ use crate::{
     cookies,
     error::AuthError,
     extract::AuthContext,
+    refresh_token,
     response::{NO_STORE, SessionEnded},
     session::Tokens,
     token::VerifiedToken,
@@ -74,12 +75,13 @@ impl JwtAuth {
         }
         // Cookies ride along with cross-site requests: refuse those before
         // anything else happens (no refresh, no rotation).
-        if let Err(error) = self.inner.csrf.check(request) {
+        let (method, csrf) = (request.method(), &self.inner.csrf);
+        if let Err(error) = csrf.check(method, request.uri(), headers) {
             return Found::Rejected(error);
         }
         let access_error = match access.map(|token| self.verify(token)) {
             Some(Ok(token)) => {
-                return match self.inner.csrf.check_token(request, &token.claims.sid) {
+                return match csrf.check_token(method, headers, &token.claims.sid) {
                     Ok(()) => Found::Token(token),
                     Err(error) => Found::Rejected(error),
                 };
@@ -88,10 +90,13 @@ impl JwtAuth {
             None => AuthError::MissingCredentials,
         };
         let Some(refresh) = refresh else { return Found::Rejected(access_error) };
+        if refresh.len() > refresh_token::MAX_LEN {
+            return Found::Rejected(AuthError::InvalidToken("The refresh token is invalid"));
+        }
         // A refresh cookie that names no session fails the refresh itself.
-        if self.inner.csrf.double_submit.is_some()
+        if csrf.double_submit.is_some()
             && let Some(sid) = self.inner.sessions.session_id_of(refresh)
-            && let Err(error) = self.inner.csrf.check_token(request, &sid)
+            && let Err(error) = csrf.check_token(method, headers, &sid)
         {
             return Found::Rejected(error);
         }

@@ -44,13 +44,18 @@ impl RevocationList {
     /// and drops the entries that have expired, so the set stays small.
     pub fn insert(&self, sid: &str, until_ms: u64) {
         let map = self.until_ms.pin();
+        let previous = map.get(sid).copied();
         map.update_or_insert(sid.into(), |old| (*old).max(until_ms), until_ms);
         // After the insert, so a reader that sees the new generation also
         // sees the entry.
         self.generation.fetch_add(1, Ordering::Release);
         let now = now_ms();
         let mut expiries = self.expiries.lock().unwrap_or_else(PoisonError::into_inner);
-        expiries.push(Reverse((until_ms, sid.into())));
+        // One heap entry per extension, not per repeat (a reload after each
+        // reconnect re-inserts every known revocation).
+        if previous.is_none_or(|previous| previous < until_ms) {
+            expiries.push(Reverse((until_ms, sid.into())));
+        }
         while expiries.peek().is_some_and(|Reverse((until, _))| *until <= now) {
             let Some(Reverse((_, expired))) = expiries.pop() else { break };
             // Unless a later revocation of the same session extended it.
@@ -97,6 +102,16 @@ mod tests {
         assert!(!list.is_revoked("old-0"), "expired");
         assert!(list.len() <= 2, "expired entries are dropped as new ones arrive: {}", list.len());
         assert!(list.is_revoked("live"));
+    }
+
+    #[test]
+    fn repeats_add_no_heap_entries() {
+        let list = RevocationList::new();
+        let until = now_ms() + 60_000;
+        for _ in 0..100 {
+            list.insert("s", until);
+        }
+        assert_eq!(list.expiries.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    body::{Body, to_bytes},
+    body::to_bytes,
     extract::{Request, State},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -63,10 +63,10 @@ async fn refresh(State(auth): State<JwtAuth>, request: Request) -> Response {
     let Some(token) = cookies::find(&parts.headers, &auth.inner.cookies.refresh_name) else {
         return auth.reject(AuthError::InvalidGrant("No refresh token was provided"));
     };
-    let request = Request::from_parts(parts.clone(), Body::empty());
     let csrf = &auth.inner.csrf;
     let sid = auth.inner.sessions.session_id_of(token).unwrap_or_default();
-    if let Err(error) = csrf.check(&request).and_then(|()| csrf.check_token(&request, &sid)) {
+    let checked = csrf.check(&parts.method, &parts.uri, &parts.headers);
+    if let Err(error) = checked.and_then(|()| csrf.check_token(&parts.method, &parts.headers, &sid)) {
         return auth.reject(error);
     }
     match auth.refresh(token).await {
