@@ -183,6 +183,9 @@ fn start_servers(layers: Vec<JwtAuth>) -> Servers {
                 let mut routers = vec![Router::new().route("/hello", get(hello_bare))];
                 routers
                     .extend(layers.into_iter().map(|auth| Router::new().route("/hello", get(hello_jwt)).layer(auth)));
+                // For reference: what any `Router::layer` costs, a layer that does nothing.
+                let noop = tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
+                routers.push(Router::new().route("/hello", get(hello_bare)).layer(noop));
                 let mut addrs = Vec::new();
                 for router in routers {
                     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
@@ -358,6 +361,11 @@ fn main() {
             ]
         })
         .collect();
+    let noop_requests = pairs[0][0].requests.clone();
+    pairs.push([
+        target("bare/noop".into(), servers.addrs[0], noop_requests.clone()),
+        target("noop-layer".into(), servers.addrs[algorithms.len() + 1], noop_requests),
+    ]);
     // For profiling one server alone (e.g. under callgrind): HTTP_LOAD_ONLY=bare/HS256 or HS256.
     let only = std::env::var("HTTP_LOAD_ONLY").ok();
     let selected =
