@@ -1,7 +1,8 @@
 //! Transparent refresh-token rotation through HTTP against Redis on loopback,
 //! versus tower-sessions' login path, "a Redis write per request" (DESIGN §4:
-//! rotations/s must be at least 1.0 × that baseline; reference: one Redis
-//! round trip per rotation).
+//! rotations/s must be at least 1.0 × that rate; reference: one Redis round
+//! trip per rotation). Two references: the real `tower-sessions` (the target's
+//! baseline) and a bare `SET` handler (a lower bound of the ratio).
 //!
 //! ```text
 //! cargo bench --bench rotation                   # 5 cycles of 3 s rounds, about 40 s
@@ -11,23 +12,35 @@
 //! ROTATION_CACHE_CAPACITY=0 cargo bench --bench rotation # verified-token cache (default: the crate's, 10 000)
 //! ```
 //!
-//! `ROTATION_ONLY=rotation` (or `baseline`) runs one server alone, for profiling.
+//! `ROTATION_ONLY=rotation` (or `tower-sessions`, or `set`) runs one server
+//! alone, for profiling. `ROTATION_REQUESTS=N` ends every round (warm-up
+//! included) after exactly N requests per connection instead of after its
+//! duration, so an instruction count (callgrind) covers a known number of
+//! requests: `(cycles + 1) × connections × N`, plus one login per connection
+//! for `rotation`.
 //!
 //! `ROTATION_GRACE_MS` and `ROTATION_CACHE_CAPACITY` show what two parts of
 //! the crate cost under a stream of rotations (see BENCHMARKS.md): the
-//! single-flight map, which keeps every rotation for the grace window, and the
-//! verified-token cache, which every rotation inserts into. With the crate's
-//! defaults the server thread stops answering after some 30–40 k rotations
-//! (the cache's eviction never returns); the bench then aborts.
+//! single-flight map, which keeps each rotation for a while, and the
+//! verified-token cache, which every rotation inserts into. A server thread
+//! that stops answering (as the cache once made it after some 30–40 k
+//! rotations) aborts the bench.
 //!
 //! One process and one `redis-server` (started on a free loopback port, killed
-//! at the end). A server thread (a current-thread Tokio runtime) serves two
+//! at the end). A server thread (a current-thread Tokio runtime) serves three
 //! axum servers on free 127.0.0.1 ports:
 //!
-//! * `baseline`: what tower-sessions does at login — a handler that writes one
-//!   new session, `SET <fresh random key> <200-byte value> PX <1 day>`, through
-//!   a redis-rs `ConnectionManager` (database 1, flushed after every round,
-//!   outside the timing), then answers 200 with a `Set-Cookie` and a small JSON body;
+//! * `tower-sessions`: the real thing — `tower_sessions::SessionManagerLayer`
+//!   (0.14) over `tower_sessions_redis_store::RedisStore` (0.16, a fred pool of
+//!   one connection, database 2, flushed after every round outside the
+//!   timing), `Expiry::OnInactivity(1 day)`; the handler logs in, inserting a
+//!   small user record into the new session, so the layer saves it
+//!   (`SET <id> <MessagePack record> NX EXAT …`) and sets the `id` cookie.
+//!   The client sends no cookie: every request is a login;
+//! * `set`: the bare minimum of that — a handler that writes one new session,
+//!   `SET <fresh random key> <200-byte value> PX <1 day>`, through a redis-rs
+//!   `ConnectionManager` (database 1, flushed after every round, outside the
+//!   timing), then answers 200 with a `Set-Cookie` and a small JSON body;
 //! * `rotation`: the same small JSON handler (extracting `Claims`) behind
 //!   `JwtAuth` with `RedisStore::connect` (database 0) and a fixed refresh
 //!   secret. Requests carry only the `__Host-refresh` cookie, no access
@@ -41,12 +54,14 @@
 //! request is a real rotation: the client checks that each new token's
 //! counter is the previous one plus one (anything else counts as an error, as
 //! does any status other than 200; the connection then logs in again).
-//! Each cycle runs one round per server, alternating which goes first.
+//! The `tower-sessions` client checks for a 200 and an `id` cookie, the `set`
+//! client for a 200. Each cycle runs one round per server, reversing the
+//! order every other cycle.
 //!
 //! Printed: each round's rate, the CPU each thread and redis-server spent per
-//! request, the medians and the ratio rotation / baseline, and, from
-//! `INFO commandstats`, Redis round trips per rotation (`EVALSHA` calls /
-//! rotations) and `SET` calls per baseline request.
+//! request, the medians and the ratios rotation / tower-sessions (the target)
+//! and rotation / set, and, from `INFO commandstats`, Redis round trips per
+//! rotation (`EVALSHA` calls / rotations) and `SET` calls per login.
 
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
@@ -76,6 +91,11 @@ use tokio::{
     task::JoinSet,
 };
 use tower_jwt_auth::{Claims, ClientInfo, JwtAuth, SigningKey, store::RedisStore};
+use tower_sessions::{Expiry, Session, SessionManagerLayer, cookie::time};
+use tower_sessions_redis_store::{
+    RedisStore as TowerSessionsRedisStore,
+    fred::prelude::{ClientLike, Config as FredConfig, Pool as FredPool},
+};
 
 /// Target of DESIGN §4.
 const TARGET_RATIO: f64 = 1.0;
@@ -83,6 +103,8 @@ const TARGET_RATIO: f64 = 1.0;
 const MAX_REQUESTS_PER_CONN: u64 = 10_000_000;
 /// A response must arrive within this; the bench aborts otherwise.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Ceiling on a round that ends by request count (`ROTATION_REQUESTS`).
+const COUNTED_ROUND_CEILING: Duration = Duration::from_secs(600);
 /// Longest response accepted (ours are under 1 KiB).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Size of the baseline's session value (a serialized tower-sessions record).
@@ -94,6 +116,8 @@ const BASELINE_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Exactly 40 bytes, as in the memory benchmark.
 const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20";
 const REFRESH_COOKIE: &str = "__Host-refresh";
+/// tower-sessions' default cookie name.
+const TOWER_SESSIONS_COOKIE: &str = "id";
 /// Stop reporting error texts after this many per round.
 const MAX_ERROR_SAMPLES: usize = 3;
 
@@ -106,6 +130,8 @@ struct Settings {
     cache_capacity: Option<usize>,
     /// Run only this server (profiling).
     only: Option<Kind>,
+    /// Requests per connection per round, when rounds end by count (profiling).
+    requests: Option<u64>,
 }
 
 impl Settings {
@@ -123,10 +149,12 @@ impl Settings {
             cache_capacity: env("ROTATION_CACHE_CAPACITY").map(|n| n.min(10_000_000) as usize),
             only: match std::env::var("ROTATION_ONLY").as_deref().map(str::trim) {
                 Ok("rotation") => Some(Kind::Rotation),
-                Ok("baseline") => Some(Kind::Baseline),
-                Ok(other) => panic!("ROTATION_ONLY={other:?}: expected rotation or baseline"),
+                Ok("tower-sessions") => Some(Kind::TowerSessions),
+                Ok("set" | "baseline") => Some(Kind::Set),
+                Ok(other) => panic!("ROTATION_ONLY={other:?}: expected rotation, tower-sessions or set"),
                 Err(_) => None,
             },
+            requests: env("ROTATION_REQUESTS").filter(|&n| n > 0).map(|n| n.min(MAX_REQUESTS_PER_CONN)),
         }
     }
 }
@@ -145,7 +173,23 @@ struct AppClaims {
     role: String,
 }
 
-/// The baseline: tower-sessions' login, one new session written to Redis.
+/// What the tower-sessions handler stores at login.
+#[derive(Serialize)]
+struct SessionUser {
+    id: &'static str,
+    role: &'static str,
+}
+
+/// tower-sessions' login: a value inserted into the new session, which its
+/// layer then saves to Redis and names in the `id` cookie.
+async fn login_tower_sessions(session: Session) -> Response {
+    match session.insert("user", SessionUser { id: "user-0001", role: "admin" }).await {
+        Ok(()) => hello().into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+/// The bare `SET` handler: tower-sessions' login reduced to its Redis write.
 #[derive(Clone)]
 struct Baseline {
     conn: ConnectionManager,
@@ -198,7 +242,8 @@ fn thread_id() -> String {
 }
 
 struct Servers {
-    baseline: SocketAddr,
+    set: SocketAddr,
+    tower_sessions: SocketAddr,
     rotation: SocketAddr,
     tid: String,
     stop: Option<oneshot::Sender<()>>,
@@ -218,8 +263,8 @@ impl Drop for Servers {
     }
 }
 
-/// Starts both servers on one current-thread runtime in its own thread (the
-/// Redis clients live there too: they spawn their tasks on it).
+/// Starts the three servers on one current-thread runtime in its own thread
+/// (the Redis clients live there too: they spawn their tasks on it).
 fn start_servers(redis_url: String, grace: Option<Duration>, cache_capacity: Option<usize>) -> Servers {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -231,7 +276,14 @@ fn start_servers(redis_url: String, grace: Option<Duration>, cache_capacity: Opt
                 let client = redis::Client::open(format!("{redis_url}/1")).expect("a valid URL");
                 let conn = ConnectionManager::new(client).await.expect("connecting to redis-server");
                 let value: Arc<[u8]> = (0..VALUE_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
-                let baseline = Router::new().route("/hello", get(login_baseline)).with_state(Baseline { conn, value });
+                let set = Router::new().route("/hello", get(login_baseline)).with_state(Baseline { conn, value });
+
+                let config = FredConfig::from_url(&format!("{redis_url}/2")).expect("a valid URL");
+                let pool = FredPool::new(config, None, None, None, 1).expect("a fred pool");
+                pool.init().await.expect("connecting fred to redis-server");
+                let layer = SessionManagerLayer::new(TowerSessionsRedisStore::new(pool))
+                    .with_expiry(Expiry::OnInactivity(time::Duration::milliseconds(BASELINE_TTL_MS as i64)));
+                let tower_sessions = Router::new().route("/hello", get(login_tower_sessions)).layer(layer);
 
                 let store = RedisStore::connect(&redis_url).await.expect("connecting RedisStore");
                 let mut builder = JwtAuth::builder()
@@ -253,7 +305,7 @@ fn start_servers(redis_url: String, grace: Option<Duration>, cache_capacity: Opt
                     .merge(Router::new().route("/login/{user}", post(login_jwt)).with_state(auth));
 
                 let mut addrs = Vec::new();
-                for router in [baseline, rotation] {
+                for router in [set, tower_sessions, rotation] {
                     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
                     addrs.push(listener.local_addr().expect("a bound address"));
                     tokio::spawn(async move { axum::serve(listener, router).await.expect("serving") });
@@ -264,7 +316,14 @@ fn start_servers(redis_url: String, grace: Option<Duration>, cache_capacity: Opt
         })
         .expect("spawning the server thread");
     let (addrs, tid) = ready_rx.recv_timeout(Duration::from_secs(30)).expect("the servers start");
-    Servers { baseline: addrs[0], rotation: addrs[1], tid, stop: Some(stop_tx), thread: Some(thread) }
+    Servers {
+        set: addrs[0],
+        tower_sessions: addrs[1],
+        rotation: addrs[2],
+        tid,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    }
 }
 
 /// Reads one HTTP/1.1 response (headers + `content-length` body) into `buf`;
@@ -317,14 +376,19 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> 
 
 /// The value of the `__Host-refresh` cookie a response head sets.
 fn refresh_cookie(head: &str) -> Option<&str> {
+    set_cookie(head, REFRESH_COOKIE)
+}
+
+/// The value of the cookie `name` a response head sets, if not empty.
+fn set_cookie<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        if !name.eq_ignore_ascii_case("set-cookie") {
+        let (header, value) = line.split_once(':')?;
+        if !header.eq_ignore_ascii_case("set-cookie") {
             return None;
         }
         let pair = value.trim().split(';').next()?;
         let (cookie, value) = pair.split_once('=')?;
-        (cookie == REFRESH_COOKIE && !value.is_empty()).then_some(value)
+        (cookie == name && !value.is_empty()).then_some(value)
     })
 }
 
@@ -355,7 +419,8 @@ async fn login(stream: &mut TcpStream, user: &str, buf: &mut Vec<u8>) -> io::Res
 /// What one connection did in one round.
 #[derive(Default)]
 struct Tally {
-    /// 200 responses (baseline) or 200 responses with a counter advance (rotation).
+    /// 200 responses (set), 200 responses with an `id` cookie (tower-sessions)
+    /// or 200 responses with a counter advance (rotation).
     ok: u64,
     errors: u64,
     samples: Vec<String>,
@@ -370,32 +435,38 @@ impl Tally {
     }
 }
 
-/// Baseline connection: the same request until the deadline.
-async fn drive_baseline(mut stream: TcpStream, deadline: Instant) -> io::Result<Tally> {
+/// Login connection (`set`, `tower-sessions`): the same request, without a
+/// cookie, until the deadline or `max` requests; `cookie` is the cookie each
+/// response must set, if any.
+async fn drive_login(mut stream: TcpStream, cookie: Option<&str>, deadline: Instant, max: u64) -> io::Result<Tally> {
     let request =
         b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20\r\n\r\n";
     let mut buf = Vec::with_capacity(4096);
     let mut tally = Tally::default();
     let mut sent = 0;
-    while sent < MAX_REQUESTS_PER_CONN && Instant::now() < deadline {
-        let (status, _) = exchange(&mut stream, request, &mut buf).await?;
+    while sent < max && Instant::now() < deadline {
+        let (status, head) = exchange(&mut stream, request, &mut buf).await?;
         sent += 1;
-        if status == 200 {
+        let cookie_set = cookie.is_none_or(|name| {
+            std::str::from_utf8(&buf[..head]).ok().and_then(|head| set_cookie(head, name)).is_some()
+        });
+        if status == 200 && cookie_set {
             tally.ok += 1;
         } else {
-            tally.error(format!("baseline status {status}: {}", String::from_utf8_lossy(&buf[..buf.len().min(300)])));
+            let text = String::from_utf8_lossy(&buf[..buf.len().min(300)]).into_owned();
+            tally.error(format!("login status {status}, cookie {cookie:?} set: {cookie_set}: {text}"));
         }
     }
     Ok(tally)
 }
 
 /// Rotation connection: present the current refresh token, keep its successor.
-async fn drive_rotation(mut stream: TcpStream, client: &mut Client, deadline: Instant) -> io::Result<Tally> {
+async fn drive_rotation(mut stream: TcpStream, client: &mut Client, deadline: Instant, max: u64) -> io::Result<Tally> {
     let mut buf = Vec::with_capacity(4096);
     let mut tally = Tally::default();
     let mut request = Vec::with_capacity(512);
     let mut sent = 0;
-    while sent < MAX_REQUESTS_PER_CONN && Instant::now() < deadline {
+    while sent < max && Instant::now() < deadline {
         request.clear();
         request.extend_from_slice(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: ");
         request.extend_from_slice(USER_AGENT.as_bytes());
@@ -465,8 +536,34 @@ fn redis_stats(server: &RedisServer) -> RedisStats {
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
-    Baseline,
+    Set,
+    TowerSessions,
     Rotation,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Set, Kind::TowerSessions, Kind::Rotation];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Set => "set",
+            Kind::TowerSessions => "tower-sessions",
+            Kind::Rotation => "rotation",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The Redis database the server writes to, flushed after each round (`None`: kept).
+    fn flushed_db(self) -> Option<u8> {
+        match self {
+            Kind::Set => Some(1),
+            Kind::TowerSessions => Some(2),
+            Kind::Rotation => None,
+        }
+    }
 }
 
 struct Round {
@@ -489,6 +586,7 @@ async fn round(
     addr: SocketAddr,
     clients: &mut [Client],
     length: Duration,
+    requests: Option<u64>,
     server_tid: &str,
     redis: &RedisServer,
 ) -> io::Result<Round> {
@@ -504,12 +602,16 @@ async fn round(
     let before = redis_stats(redis);
     let (server0, client0) = (cpu_ns(server_tid), cpu_ns(&client_tid));
     let start = Instant::now();
-    let deadline = start + length;
+    let (deadline, max) = match requests {
+        Some(n) => (start + COUNTED_ROUND_CEILING, n),
+        None => (start + length, MAX_REQUESTS_PER_CONN),
+    };
     let tallies: Vec<Tally> = match kind {
-        Kind::Baseline => {
+        Kind::Set | Kind::TowerSessions => {
+            let cookie = (kind == Kind::TowerSessions).then_some(TOWER_SESSIONS_COOKIE);
             let mut tasks = JoinSet::new();
             for stream in streams {
-                tasks.spawn(drive_baseline(stream, deadline));
+                tasks.spawn(drive_login(stream, cookie, deadline, max));
             }
             let mut tallies = Vec::new();
             while let Some(done) = tasks.join_next().await {
@@ -519,7 +621,7 @@ async fn round(
         }
         Kind::Rotation => {
             // Borrowing the clients: join the futures in this task.
-            let drives = streams.into_iter().zip(clients.iter_mut()).map(|(s, c)| drive_rotation(s, c, deadline));
+            let drives = streams.into_iter().zip(clients.iter_mut()).map(|(s, c)| drive_rotation(s, c, deadline, max));
             futures::future::try_join_all(drives).await?
         }
     };
@@ -574,7 +676,8 @@ struct Bench<'a> {
     servers: &'a Servers,
     redis: &'a RedisServer,
     clients: Vec<Client>,
-    /// A connection to database 1, the baseline's.
+    requests: Option<u64>,
+    /// A connection to Redis, for flushing the login servers' databases.
     flush: redis::aio::MultiplexedConnection,
 }
 
@@ -582,30 +685,33 @@ impl Bench<'_> {
     /// One round against one server; `cycle` is `None` for the warm-up.
     async fn run(&mut self, kind: Kind, length: Duration, cycle: Option<usize>, results: &mut Results) {
         let addr = match kind {
-            Kind::Baseline => self.servers.baseline,
+            Kind::Set => self.servers.set,
+            Kind::TowerSessions => self.servers.tower_sessions,
             Kind::Rotation => self.servers.rotation,
         };
-        let mut r =
-            round(kind, addr, &mut self.clients, length, &self.servers.tid, self.redis).await.unwrap_or_else(|e| {
+        let mut r = round(kind, addr, &mut self.clients, length, self.requests, &self.servers.tid, self.redis)
+            .await
+            .unwrap_or_else(|e| {
                 panic!(
                     "{kind:?} round failed: {e} (a server thread that stops answering altogether is stuck; \
                      see BENCHMARKS.md, \"Session rotation and Redis\")"
                 )
             });
         let errors = r.errors;
-        if kind == Kind::Baseline {
+        if let Some(db) = kind.flushed_db() {
+            redis::cmd("SELECT").arg(db).query_async::<()>(&mut self.flush).await.expect("SELECT");
             redis::cmd("FLUSHDB").query_async::<()>(&mut self.flush).await.expect("FLUSHDB");
         }
-        let name = if kind == Kind::Baseline { "baseline" } else { "rotation" };
+        let name = kind.name();
         results.errors += errors;
         let room = MAX_ERROR_SAMPLES.saturating_sub(results.error_samples.len());
         results.error_samples.extend(r.samples.drain(..).take(room));
         let Some(cycle) = cycle else {
-            println!("  warm-up  {name:<8} {:>8.0} req/s, {errors} errors", r.rate);
+            println!("  warm-up  {name:<14} {:>8.0} req/s, {errors} errors", r.rate);
             return;
         };
         println!(
-            "  cycle {cycle} {name:<8} {:>8.0} req/s  CPU per request: server {:>6.1} µs, redis {:>5.1} µs  \
+            "  cycle {cycle} {name:<14} {:>8.0} req/s  CPU per request: server {:>6.1} µs, redis {:>5.1} µs  \
              on-CPU: server {:>3.0}%, client {:>3.0}%  errors {errors}",
             r.rate,
             r.server_ns_per_request / 1000.0,
@@ -630,12 +736,13 @@ fn main() {
     let servers = start_servers(redis.url(), settings.grace, settings.cache_capacity);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "rotation: tower-sessions' login (one SET of a new {VALUE_BYTES}-byte session per request) vs transparent \
-         rotation behind JwtAuth (only a refresh cookie, a fresh one each request)"
+        "rotation: transparent rotation behind JwtAuth (only a refresh cookie, a fresh one each request) vs \
+         tower-sessions' login (a new session saved to Redis per request) and a bare SET of a new {VALUE_BYTES}-byte \
+         session per request"
     );
     println!(
-        "  redis-server {} on 127.0.0.1:{} (loopback); {} keep-alive HTTP/1.1 connections; {} cycles of {:.1} s rounds; \
-         grace window {}; verified-token cache {}",
+        "  redis-server {} on 127.0.0.1:{} (loopback); {} keep-alive HTTP/1.1 connections; {}; grace window {}; \
+         verified-token cache {}",
         redis
             .cmd(&["INFO", "server"])
             .ok()
@@ -643,8 +750,10 @@ fn main() {
             .unwrap_or_default(),
         redis.port(),
         settings.conns,
-        settings.cycles,
-        settings.round.as_secs_f64(),
+        match settings.requests {
+            Some(n) => format!("{} cycles of {n} requests per connection", settings.cycles),
+            None => format!("{} cycles of {:.1} s rounds", settings.cycles, settings.round.as_secs_f64()),
+        },
         settings.grace.map_or("10 s (default)".to_owned(), |g| format!("{g:?}")),
         settings.cache_capacity.map_or("10000 tokens (default)".to_owned(), |n| format!("{n} tokens")),
     );
@@ -655,12 +764,11 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let started = Instant::now();
-    let (baseline, rotation) = rt.block_on(async {
-        // Database 1 holds the baseline's sessions: flushed after each round.
-        let flush_client = redis::Client::open(format!("{}/1", redis.url())).expect("a valid URL");
+    let results = rt.block_on(async {
+        let flush_client = redis::Client::open(redis.url()).expect("a valid URL");
         let flush = flush_client.get_multiplexed_async_connection().await.expect("connecting to redis-server");
         let mut clients = Vec::with_capacity(settings.conns);
-        {
+        if settings.only.is_none_or(|only| only == Kind::Rotation) {
             let mut stream = TcpStream::connect(servers.rotation).await.expect("connecting to the rotation server");
             let mut buf = Vec::new();
             for i in 0..settings.conns {
@@ -668,64 +776,87 @@ fn main() {
                 let refresh_token = login(&mut stream, &user, &mut buf).await.expect("logging in");
                 clients.push(Client { user, refresh_token });
             }
+        } else {
+            // Only the number of connections matters to the other servers.
+            clients.extend((0..settings.conns).map(|_| Client { user: String::new(), refresh_token: String::new() }));
         }
-        let (mut baseline, mut rotation) = (Results::default(), Results::default());
-        let mut bench = Bench { servers: &servers, redis: &redis, clients, flush };
-        let kinds =
-            |first: Kind, second: Kind| [first, second].into_iter().filter(|k| settings.only.is_none_or(|o| o == *k));
-        for kind in kinds(Kind::Baseline, Kind::Rotation) {
-            let results = if kind == Kind::Baseline { &mut baseline } else { &mut rotation };
-            bench.run(kind, settings.warmup, None, results).await;
+        let mut results: [Results; 3] = Default::default();
+        let mut bench = Bench { servers: &servers, redis: &redis, clients, requests: settings.requests, flush };
+        let selected = |kind: &Kind| settings.only.is_none_or(|only| only == *kind);
+        let length = |round: Duration| if settings.requests.is_some() { COUNTED_ROUND_CEILING } else { round };
+        for kind in Kind::ALL.into_iter().filter(selected) {
+            bench.run(kind, length(settings.warmup), None, &mut results[kind.index()]).await;
         }
         for cycle in 1..=settings.cycles {
-            // Alternate which server goes first, so drifting noise hits both alike.
-            let order =
-                if cycle % 2 == 1 { (Kind::Baseline, Kind::Rotation) } else { (Kind::Rotation, Kind::Baseline) };
-            for kind in kinds(order.0, order.1) {
-                let results = if kind == Kind::Baseline { &mut baseline } else { &mut rotation };
-                bench.run(kind, settings.round, Some(cycle), results).await;
+            // Reverse the order every other cycle, so drifting noise hits all alike.
+            let mut order = Kind::ALL;
+            if cycle % 2 == 0 {
+                order.reverse();
+            }
+            for kind in order.into_iter().filter(selected) {
+                bench.run(kind, length(settings.round), Some(cycle), &mut results[kind.index()]).await;
             }
         }
-        (baseline, rotation)
+        results
     });
     drop(servers);
 
-    let (base_rate, rot_rate) = (median(&baseline.rates), median(&rotation.rates));
-    let ratio = rot_rate / base_rate;
     println!();
     println!(
-        "  {:<9} {:>12} {:>8} {:>8} {:>14} {:>14} {:>8}",
+        "  {:<14} {:>12} {:>8} {:>8} {:>14} {:>14} {:>8}",
         "server", "median req/s", "min", "max", "server µs/req", "redis µs/req", "errors"
     );
-    for (name, r) in [("baseline", &baseline), ("rotation", &rotation)] {
+    for kind in Kind::ALL {
+        let r = &results[kind.index()];
+        if r.rates.is_empty() {
+            continue;
+        }
         let min = r.rates.iter().copied().fold(f64::INFINITY, f64::min);
         let max = r.rates.iter().copied().fold(0.0, f64::max);
         println!(
-            "  {name:<9} {:>12.0} {min:>8.0} {max:>8.0} {:>14.1} {:>14.1} {:>8}",
+            "  {:<14} {:>12.0} {min:>8.0} {max:>8.0} {:>14.1} {:>14.1} {:>8}",
+            kind.name(),
             median(&r.rates),
             median(&r.server_costs) / 1000.0,
             median(&r.redis_costs) / 1000.0,
             r.errors
         );
     }
-    let verdict = if ratio >= TARGET_RATIO { "ok" } else { "BELOW" };
-    println!("  ratio rotation / baseline: {ratio:.3} (target >= {TARGET_RATIO}, DESIGN §4): {verdict}");
-    println!(
-        "  Redis round trips per rotation: {:.3} (EVALSHA calls {} / rotations {}); commands Redis ran per rotation, \
-         the script's own included: {:.3}",
-        rotation.evalsha as f64 / rotation.ok.max(1) as f64,
-        rotation.evalsha,
-        rotation.ok,
-        rotation.commands as f64 / rotation.ok.max(1) as f64,
-    );
-    println!(
-        "  baseline: SET calls per request {:.3} ({} / {}); commands Redis ran per request: {:.3}",
-        baseline.set as f64 / baseline.ok.max(1) as f64,
-        baseline.set,
-        baseline.ok,
-        baseline.commands as f64 / baseline.ok.max(1) as f64,
-    );
-    for sample in baseline.error_samples.iter().chain(&rotation.error_samples) {
+    let [set, tower_sessions, rotation] = &results;
+    let rate = |r: &Results| median(&r.rates);
+    if !rotation.rates.is_empty() && !tower_sessions.rates.is_empty() {
+        let ratio = rate(rotation) / rate(tower_sessions);
+        let verdict = if ratio >= TARGET_RATIO { "ok" } else { "BELOW" };
+        println!("  ratio rotation / tower-sessions: {ratio:.3} (target >= {TARGET_RATIO}, DESIGN §4): {verdict}");
+    }
+    if !rotation.rates.is_empty() && !set.rates.is_empty() {
+        println!(
+            "  ratio rotation / set: {:.3} (a lower bound: a bare SET handler does less than any session layer)",
+            rate(rotation) / rate(set)
+        );
+    }
+    if !rotation.rates.is_empty() {
+        println!(
+            "  Redis round trips per rotation: {:.3} (EVALSHA calls {} / rotations {}); commands Redis ran per \
+             rotation, the script's own included: {:.3}",
+            rotation.evalsha as f64 / rotation.ok.max(1) as f64,
+            rotation.evalsha,
+            rotation.ok,
+            rotation.commands as f64 / rotation.ok.max(1) as f64,
+        );
+    }
+    for (name, r) in [("tower-sessions", tower_sessions), ("set", set)] {
+        if !r.rates.is_empty() {
+            println!(
+                "  {name}: SET calls per login {:.3} ({} / {}); commands Redis ran per login: {:.3}",
+                r.set as f64 / r.ok.max(1) as f64,
+                r.set,
+                r.ok,
+                r.commands as f64 / r.ok.max(1) as f64,
+            );
+        }
+    }
+    for sample in results.iter().flat_map(|r| &r.error_samples) {
         println!("  error sample: {sample}");
     }
     println!("  took {:.0} s", started.elapsed().as_secs_f64());

@@ -7,11 +7,14 @@
 
 use std::sync::Arc;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use jsonwebtoken::{
     DecodingKey, EncodingKey,
     jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
 };
+use sha2::{Sha256, Sha384, Sha512};
 
 /// A key could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +128,55 @@ impl VerifyingKey {
 pub struct SigningKey {
     encoding: Arc<EncodingKey>,
     verifying: VerifyingKey,
+    /// For HS256/384/512: the HMAC state with the key already absorbed.
+    hmac: Option<Arc<HmacSigner>>,
+}
+
+/// An HMAC signer keyed once: each signature clones the keyed state instead
+/// of setting the key up again, as `jsonwebtoken::encode` does per token.
+#[derive(Clone)]
+pub(crate) enum HmacSigner {
+    Hs256(Hmac<Sha256>),
+    Hs384(Hmac<Sha384>),
+    Hs512(Hmac<Sha512>),
+}
+
+impl HmacSigner {
+    fn new(alg: Algorithm, secret: &[u8]) -> Option<Self> {
+        let keyed = "HMAC accepts keys of any length";
+        Some(match alg {
+            Algorithm::HS256 => Self::Hs256(Hmac::new_from_slice(secret).expect(keyed)),
+            Algorithm::HS384 => Self::Hs384(Hmac::new_from_slice(secret).expect(keyed)),
+            Algorithm::HS512 => Self::Hs512(Hmac::new_from_slice(secret).expect(keyed)),
+            _ => return None,
+        })
+    }
+
+    /// Signs `jws` (the JWS signing input, `header . payload`) and appends
+    /// `.` and the base64url signature: a compact JWS.
+    pub(crate) fn sign_into(&self, jws: &mut String) {
+        fn finish<M: Mac + Clone>(keyed: &M, jws: &mut String) {
+            let mut mac = keyed.clone();
+            mac.update(jws.as_bytes());
+            let tag = mac.finalize().into_bytes();
+            jws.push('.');
+            URL_SAFE_NO_PAD.encode_string(tag, jws);
+        }
+        match self {
+            Self::Hs256(keyed) => finish(keyed, jws),
+            Self::Hs384(keyed) => finish(keyed, jws),
+            Self::Hs512(keyed) => finish(keyed, jws),
+        }
+    }
+
+    /// Length of the base64url signature.
+    pub(crate) fn signature_len(&self) -> usize {
+        match self {
+            Self::Hs256(_) => 43,
+            Self::Hs384(_) => 64,
+            Self::Hs512(_) => 86,
+        }
+    }
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -150,7 +202,8 @@ impl SigningKey {
     /// the hash output (32, 48 or 64 bytes).
     pub fn hmac(alg: Algorithm, kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
         let verifying = VerifyingKey::hmac(alg, kid, secret)?;
-        Ok(Self { encoding: Arc::new(EncodingKey::from_secret(secret)), verifying })
+        let hmac = HmacSigner::new(alg, secret).map(Arc::new);
+        Ok(Self { encoding: Arc::new(EncodingKey::from_secret(secret)), verifying, hmac })
     }
 
     /// An asymmetric key from a private-key PEM (PKCS#8, or PKCS#1/SEC1 where
@@ -179,7 +232,7 @@ impl SigningKey {
         let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(invalid)?;
         let decoding = DecodingKey::from_jwk(&jwk).map_err(invalid)?;
         let verifying = VerifyingKey::asymmetric(kid.into(), alg, decoding, jwk);
-        Ok(Self { encoding: Arc::new(encoding), verifying })
+        Ok(Self { encoding: Arc::new(encoding), verifying, hmac: None })
     }
 
     /// The key id written into every token's header.
@@ -199,6 +252,11 @@ impl SigningKey {
 
     pub(crate) fn encoding_key(&self) -> &EncodingKey {
         &self.encoding
+    }
+
+    /// The pre-keyed signer of an HMAC key (`None`: sign with jsonwebtoken).
+    pub(crate) fn hmac_signer(&self) -> Option<&HmacSigner> {
+        self.hmac.as_deref()
     }
 }
 

@@ -243,7 +243,7 @@ impl JwtAuth {
         let now = now_ms();
         let outcome =
             sessions.store.rotate(&presented.user_id, &presented.sid, presented.counter, now, &sessions.policy).await?;
-        let record = match outcome {
+        let mut record = match outcome {
             RotateOutcome::Rotated(record) | RotateOutcome::Replayed(record) => record,
             RotateOutcome::Theft { user_id, sid } => {
                 tracing::warn!(
@@ -260,7 +260,7 @@ impl JwtAuth {
             }
         };
         let claims = match &sessions.reload_claims {
-            None => record.claims.clone(),
+            None => std::mem::take(&mut record.claims),
             Some(reload) => match (reload.0)(record.user_id.clone()).await {
                 Ok(Some(claims)) => claims,
                 Ok(None) => {

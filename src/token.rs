@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
@@ -20,7 +21,7 @@ use crate::{
     cache::VerifiedCache,
     error::AuthError,
     keys::{SigningKey, VerifyingKey},
-    revocation::{RevocationList, now_ms},
+    revocation::{RevocationList, coarse_now_secs, now_ms},
 };
 
 /// Claim names this crate writes itself; custom claims may not reuse them.
@@ -105,10 +106,11 @@ pub struct AccessToken {
     pub token: String,
     /// Its lifetime in seconds (the RFC 6749 `expires_in`).
     pub expires_in: u64,
-    pub(crate) verified: Arc<VerifiedTokenHandle>,
+    pub(crate) verified: VerifiedTokenHandle,
 }
 
 /// Wrapper so [`AccessToken`] can be `Debug` without printing claims twice.
+#[derive(Clone)]
 pub(crate) struct VerifiedTokenHandle(pub(crate) Arc<VerifiedToken>);
 
 impl std::fmt::Debug for VerifiedTokenHandle {
@@ -128,6 +130,8 @@ impl AccessToken {
 pub(crate) struct Issuer {
     key: SigningKey,
     header: Header,
+    /// `header` as it starts every token (base64url of its JSON).
+    encoded_header: String,
     issuer: Option<String>,
     audience: Option<String>,
     pub(crate) ttl: Duration,
@@ -167,7 +171,8 @@ impl Issuer {
     pub(crate) fn new(key: SigningKey, issuer: Option<String>, audience: Option<String>, ttl: Duration) -> Self {
         let mut header = Header::new(key.algorithm());
         header.kid = Some(key.kid().to_owned());
-        Self { key, header, issuer, audience, ttl }
+        let encoded_header = encode_header(&header);
+        Self { key, header, encoded_header, issuer, audience, ttl }
     }
 
     pub(crate) fn key(&self) -> &SigningKey {
@@ -197,15 +202,34 @@ impl Issuer {
             aud: self.audience.as_deref(),
             jti: &jti,
         };
-        let mut token = sign(&self.key, &self.header, &spec)?;
+        let mut token = sign_encoded(&self.key, &self.header, Some(&self.encoded_header), &spec)?;
         token.expires_in = self.ttl.as_secs();
         Ok(token)
     }
 }
 
+/// A JWS header as jsonwebtoken writes it: base64url of its JSON.
+fn encode_header(header: &Header) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).expect("a JWS header serializes"))
+}
+
 /// Signs `spec` with `key`; also returns the verified form so the caller can
 /// serve the request with it at once.
 pub(crate) fn sign(key: &SigningKey, header: &Header, spec: &TokenSpec<'_>) -> Result<AccessToken, AuthError> {
+    sign_encoded(key, header, None, spec)
+}
+
+/// [`sign`], given `header` already encoded when the caller keeps it.
+///
+/// HMAC keys sign here with their pre-keyed state (the same bytes as
+/// `jsonwebtoken::encode`: `base64url(header) . base64url(payload) .
+/// base64url(signature)`); other keys through jsonwebtoken.
+fn sign_encoded(
+    key: &SigningKey,
+    header: &Header,
+    encoded_header: Option<&str>,
+    spec: &TokenSpec<'_>,
+) -> Result<AccessToken, AuthError> {
     let registered = Payload {
         sub: spec.sub,
         sid: spec.sid,
@@ -216,23 +240,43 @@ pub(crate) fn sign(key: &SigningKey, header: &Header, spec: &TokenSpec<'_>) -> R
         iss: spec.iss,
         aud: spec.aud,
     };
-    let mut payload = serde_json::to_string(&registered).map_err(|_| AuthError::Misconfigured("claims"))?;
     // `custom_json` is a JSON object without registered names (checked when
     // the session was created), so splicing its members in keeps valid JSON.
     let object = spec.custom_json.trim();
     let members = object.strip_prefix('{').and_then(|o| o.strip_suffix('}')).unwrap_or(object).trim();
+    // Room for the registered claims (names, numbers, a 22-byte jti) and the custom ones.
+    let strings = spec.sub.len() + spec.sid.len() + spec.jti.len() + spec.iss.map_or(0, str::len);
+    let mut payload = Vec::with_capacity(96 + strings + spec.aud.map_or(0, str::len) + members.len());
+    serde_json::to_writer(&mut payload, &registered).map_err(|_| AuthError::Misconfigured("claims"))?;
     if !members.is_empty() {
         payload.pop();
-        payload.push(',');
-        payload.push_str(members);
-        payload.push('}');
+        payload.push(b',');
+        payload.extend_from_slice(members.as_bytes());
+        payload.push(b'}');
     }
+    let payload = String::from_utf8(payload).map_err(|_| AuthError::Misconfigured("claims"))?;
     let payload =
         RawValue::from_string(payload).map_err(|_| AuthError::Misconfigured("custom claims are not a JSON object"))?;
-    let token = jsonwebtoken::encode(header, &payload, key.encoding_key()).map_err(|error| {
-        tracing::error!(%error, "signing an access token failed");
-        AuthError::Misconfigured("the signing key cannot sign")
-    })?;
+    let token = match key.hmac_signer() {
+        Some(signer) => {
+            let header = match encoded_header {
+                Some(encoded) => std::borrow::Cow::Borrowed(encoded),
+                None => std::borrow::Cow::Owned(encode_header(header)),
+            };
+            let json = payload.get();
+            let mut token =
+                String::with_capacity(header.len() + 2 + json.len().div_ceil(3) * 4 + signer.signature_len());
+            token.push_str(&header);
+            token.push('.');
+            URL_SAFE_NO_PAD.encode_string(json, &mut token);
+            signer.sign_into(&mut token);
+            token
+        }
+        None => jsonwebtoken::encode(header, &payload, key.encoding_key()).map_err(|error| {
+            tracing::error!(%error, "signing an access token failed");
+            AuthError::Misconfigured("the signing key cannot sign")
+        })?,
+    };
     let claims = RegisteredClaims {
         sub: spec.sub.to_owned(),
         sid: spec.sid.to_owned(),
@@ -243,11 +287,7 @@ pub(crate) fn sign(key: &SigningKey, header: &Header, spec: &TokenSpec<'_>) -> R
         iss: spec.iss.map(str::to_owned),
     };
     let verified = Arc::new(VerifiedToken::new(claims, payload));
-    Ok(AccessToken {
-        token,
-        expires_in: spec.exp.saturating_sub(spec.iat),
-        verified: Arc::new(VerifiedTokenHandle(verified)),
-    })
+    Ok(AccessToken { token, expires_in: spec.exp.saturating_sub(spec.iat), verified: VerifiedTokenHandle(verified) })
 }
 
 /// Serializes custom claims to a JSON object that may be spliced into a token.
@@ -318,7 +358,13 @@ impl Verifier {
     /// A token verified before, its times checked again; `None` on a miss.
     pub(crate) fn cached(&self, token: &[u8]) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
         let hit = self.cache.get(token)?;
-        Some(self.check_times(&hit.claims, now_ms() / 1000).map(|()| hit))
+        // The coarse clock can lag a few milliseconds: near the expiry
+        // second, ask the exact one.
+        let mut now = coarse_now_secs();
+        if now.abs_diff(hit.claims.exp.saturating_add(self.leeway_secs)) <= 1 {
+            now = now_ms() / 1000;
+        }
+        Some(self.check_times(&hit.claims, now).map(|()| hit))
     }
 
     /// Checks the signature and claims of a token not in the cache, and caches it.
@@ -382,4 +428,80 @@ fn describe(kind: &ErrorKind) -> AuthError {
         ErrorKind::MissingRequiredClaim(_) => "The access token lacks a required claim",
         _ => "The access token is malformed",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{Algorithm, DecodingKey};
+
+    use super::*;
+
+    /// What jsonwebtoken itself makes of the same header and payload.
+    fn reference(key: &SigningKey, header: &Header, token: &AccessToken) -> String {
+        jsonwebtoken::encode(header, &token.verified.0.payload, key.encoding_key()).unwrap()
+    }
+
+    fn spec<'a>(jti: &'a str, custom_json: &'a str) -> TokenSpec<'a> {
+        TokenSpec {
+            sub: "alice \"ü\" <x>",
+            sid: "sid-1",
+            custom_json,
+            iat: 1_900_000_000,
+            exp: 4_000_000_000,
+            nbf: Some(1_900_000_000),
+            iss: Some("https://issuer.example"),
+            aud: Some("app"),
+            jti,
+        }
+    }
+
+    #[test]
+    fn hmac_fast_path_equals_jsonwebtoken_and_verifies() {
+        for (alg, len) in [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)] {
+            let secret: Vec<u8> = (0..len as u8 + 7).collect();
+            let key = SigningKey::hmac(alg, "kid-1", &secret).unwrap();
+            assert!(key.hmac_signer().is_some(), "{alg:?}: no fast path");
+            let mut header = Header::new(alg);
+            header.kid = Some("kid-1".into());
+            for custom in ["{}", r#"{"role":"admin","n":{"deep":[1,2,{}]}}"#, r#"{"e":"é\n\u0000"}"#] {
+                let jti = crate::random::token_id();
+                let token = sign(&key, &header, &spec(&jti, custom)).unwrap();
+                assert_eq!(token.token, reference(&key, &header, &token), "{alg:?} {custom}");
+
+                let mut validation = Validation::new(alg);
+                validation.set_issuer(&["https://issuer.example"]);
+                validation.set_audience(&["app"]);
+                let data = jsonwebtoken::decode::<serde_json::Value>(
+                    &token.token,
+                    &DecodingKey::from_secret(&secret),
+                    &validation,
+                )
+                .unwrap();
+                assert_eq!(data.header.kid.as_deref(), Some("kid-1"));
+                assert_eq!(data.claims["jti"], jti.as_str());
+                assert_eq!(data.claims["sub"], "alice \"ü\" <x>");
+            }
+
+            // The issuer's path, with its header encoded once.
+            let issuer = Issuer::new(key.clone(), Some("iss".into()), Some("aud".into()), Duration::from_secs(900));
+            let token = issuer.issue("bob", "sid-2", r#"{"role":"user"}"#).unwrap();
+            assert_eq!(token.token, reference(&key, &issuer.header, &token), "{alg:?} issuer");
+            assert_eq!(token.expires_in, 900);
+        }
+    }
+
+    #[test]
+    fn asymmetric_keys_sign_through_jsonwebtoken() {
+        let pem = b"-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIEds1CKkL04kJaQ+pzquKWpdoMly+LttVvhifkihDnKw
+-----END PRIVATE KEY-----";
+        let key = SigningKey::from_pem(Algorithm::EdDSA, "ed-1", pem).unwrap();
+        assert!(key.hmac_signer().is_none());
+        let issuer = Issuer::new(key.clone(), None, None, Duration::from_secs(60));
+        let token = issuer.issue("carol", "sid-3", "{}").unwrap();
+        // Ed25519 signatures are deterministic.
+        assert_eq!(token.token, reference(&key, &issuer.header, &token));
+        let verifier = Verifier::new(vec![key.verifying_key().clone()], None, None, Duration::ZERO, 0, 8192);
+        assert_eq!(verifier.verify(&token.token).unwrap().claims.sub, "carol");
+    }
 }

@@ -7,7 +7,8 @@ use std::{
 };
 
 use redis::{
-    Cmd, ProtocolVersion, PushInfo, PushKind, RedisError, RedisFuture, Script, Value,
+    Cmd, ErrorKind, FromRedisValue, ProtocolVersion, PushInfo, PushKind, RedisError, RedisFuture, RedisWrite, Script,
+    ServerErrorKind, ToRedisArgs, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
@@ -51,6 +52,13 @@ local function fields(sid, m)
   return t
 end
 local function drop(key, sid, m) redis.call('HDEL', key, unpack(fields(sid, m))) end
+-- Pushes the key's TTL up to at least `ttl` ms, never down: one PEXPIRE ... GT on
+-- Redis 7+ (which knows REDIS_VERSION_NUM); PTTL then PEXPIRE when GT declined
+-- (a key without TTL) or on Redis 6.2.
+local function extend(key, ttl)
+  if redis.REDIS_VERSION_NUM and redis.call('PEXPIRE', key, ttl, 'GT') == 1 then return end
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
 local function scan(key)
   local all, out = redis.call('HGETALL', key), {}
   for i = 1, #all, 2 do
@@ -106,28 +114,39 @@ return evicted
 
 /// `KEYS[1]` user hash; `ARGV`: sid, presented, now, grace, idle ttl, channel, until.
 /// Returns `{'N'}`, `{'T'}`, or `{'R' | 'P', chunk 0, chunk 1, …}`.
+///
+/// The hot path, kept to three commands for a session of one or two chunks
+/// (a 40-byte user agent makes two): chunks 0 and 1 in one `HMGET`, the new
+/// chunk 0 in one `HSET`, and `extend`. `struct` (a C library every Redis
+/// ships to scripts) reads and writes the metadata at once: Redis CPU per
+/// rotation is mostly per-command and per-Lua-operation overhead.
 const LUA_ROTATE: &str = r"
 local key, sid = KEYS[1], ARGV[1]
 local presented, now, grace, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local m = redis.call('HGET', key, '\0' .. sid)
+local head = '\0' .. sid
+local got = redis.call('HMGET', key, head, '\1' .. sid)
+local m = got[1]
 if not m then return {'N'} end
-if not live(m, now) then drop(key, sid, m); return {'N'} end
-local counter, code = rd(m, 31), 'P'
+local _, absolute, idle_at, _, rotated, counter, n = struct.unpack('>I6I6I6I6I6I6B', m)
+if not (now < idle_at and now < absolute) then drop(key, sid, m); return {'N'} end
+local code = 'P'
 if presented == counter then
-  local expires = math.min(now + idle, rd(m, 7))
-  m = string.sub(m, 1, 12) .. wr(expires) .. wr(now) .. wr(now) .. wr(counter + 1) .. string.sub(m, 37)
-  redis.call('HSET', key, '\0' .. sid, m)
-  if redis.call('PTTL', key) < expires - now then redis.call('PEXPIRE', key, expires - now) end
+  local expires = math.min(now + idle, absolute)
+  m = string.sub(m, 1, 12) .. struct.pack('>I6I6I6I6', expires, now, now, counter + 1) .. string.sub(m, 37)
+  redis.call('HSET', key, head, m)
+  extend(key, expires - now)
   code = 'R'
-elseif not (counter > 0 and presented == counter - 1 and now - rd(m, 25) <= grace) then
+elseif not (counter > 0 and presented == counter - 1 and now - rotated <= grace) then
   drop(key, sid, m)
   redis.call('PUBLISH', ARGV[6], ARGV[7] .. ':' .. sid)
   return {'T'}
 end
-local out = {code, m}
-local names = fields(sid, m)
-if #names > 1 then
-  for _, v in ipairs(redis.call('HMGET', key, unpack(names, 2))) do out[#out + 1] = v end
+if n == 1 then return {code, m} end
+local out = {code, m, got[2]}
+if n > 2 then
+  local names = {}
+  for k = 2, n - 1 do names[k - 1] = string.char(k) .. sid end
+  for _, v in ipairs(redis.call('HMGET', key, unpack(names))) do out[#out + 1] = v end
 end
 return out
 ";
@@ -322,13 +341,30 @@ impl Names {
         Self { prefix: prefix.to_owned(), revoked: format!("{prefix}:revoked") }
     }
 
-    fn user_key(&self, user_id: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.prefix.len() + user_id.len() + 3);
-        key.extend_from_slice(self.prefix.as_bytes());
-        key.extend_from_slice(b":{");
-        key.extend_from_slice(user_id.as_bytes());
-        key.push(b'}');
-        key
+    fn user_key<'a>(&'a self, user_id: &'a str) -> UserKey<'a> {
+        UserKey { prefix: &self.prefix, user_id }
+    }
+}
+
+/// `<prefix>:{<user_id>}`, the user's hash, written straight into a command.
+struct UserKey<'a> {
+    prefix: &'a str,
+    user_id: &'a str,
+}
+
+impl UserKey<'_> {
+    fn len(&self) -> usize {
+        self.prefix.len() + self.user_id.len() + 3
+    }
+}
+
+impl ToRedisArgs for UserKey<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let mut arg = out.writer_for_next_arg();
+        for part in [self.prefix.as_bytes(), b":{", self.user_id.as_bytes(), b"}"] {
+            arg.write_all(part).expect("writing to memory");
+        }
     }
 }
 
@@ -497,26 +533,34 @@ impl RedisStore {
         bounded(async move { redis::cmd("PING").query_async::<()>(&mut conn).await }).await
     }
 
-    /// Runs one script on the user's hash.
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        user_id: &str,
-        args: &[&[u8]],
-    ) -> Result<T, StoreError> {
-        let mut invocation = script.key(self.prefix.user_key(user_id));
-        for arg in args {
-            invocation.arg(*arg);
-        }
+    /// `EVALSHA <script> 1 <user's hash>`, with room for `args` more
+    /// arguments of about `bytes` bytes in all: the caller adds them.
+    fn eval(&self, script: &Script, user_id: &str, args: usize, bytes: usize) -> Cmd {
+        let key = self.prefix.user_key(user_id);
+        let mut cmd = Cmd::with_capacity(4 + args, 7 + script.get_hash().len() + 1 + key.len() + bytes);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(key);
+        cmd
+    }
+
+    /// Runs one script invocation built by [`eval`](Self::eval), loading the
+    /// script first when Redis does not know it (as `Script::invoke_async`).
+    async fn run<T: FromRedisValue>(&self, script: &Script, cmd: &Cmd) -> Result<T, StoreError> {
         let mut conn = self.inner.conn.clone();
         bounded(async {
-            match invocation.invoke_async(&mut conn).await {
+            let done = match cmd.query_async(&mut conn).await {
                 // A connection found dead (Redis restarted since the last
                 // call) reconnects on its own: try once more rather than fail
                 // a request Redis could serve. Safe to repeat: a create
                 // rewrites the same session, and a rotation whose reply was
                 // lost answers `Replayed` with the same successor.
-                Err(err) if is_connection_error(&err) => invocation.invoke_async(&mut conn).await,
+                Err(err) if is_connection_error(&err) => cmd.query_async(&mut conn).await,
+                done => done,
+            };
+            match done {
+                Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn).await?;
+                    cmd.query_async(&mut conn).await
+                }
                 done => done,
             }
         })
@@ -656,7 +700,11 @@ fn decode(user_id: &str, sid: String, chunks: &[Vec<u8>]) -> Result<SessionRecor
     if usize::from(first[36]) != chunks.len() {
         return Err(corrupt("missing session chunks"));
     }
-    let data: Vec<u8> = first[META_LEN..].iter().chain(chunks[1..].iter().flatten()).copied().collect();
+    let mut data = Vec::with_capacity(chunks.iter().map(Vec::len).sum::<usize>() - META_LEN);
+    data.extend_from_slice(&first[META_LEN..]);
+    for chunk in &chunks[1..] {
+        data.extend_from_slice(chunk);
+    }
     let field = |i: usize| read_u48(&first[i * 6..i * 6 + 6]);
     let mut bytes = data.as_slice();
     let flags = *bytes.first().ok_or_else(|| corrupt("empty session data"))?;
@@ -694,19 +742,17 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let now = session.now_ms;
             let until = now.saturating_add(ms(policy.revocation_ttl));
-            let (now_s, until_s) = (now.to_string(), until.to_string());
             // The new session always survives, so a cap of 0 acts as 1.
-            let cap = policy.max_sessions.map_or(0, |m| m.max(1)).to_string();
+            let cap = policy.max_sessions.map_or(0, |m| m.max(1));
             let chunks = encode(&session, policy);
-            let mut args: Vec<&[u8]> = vec![
-                now_s.as_bytes(),
-                session.sid.as_bytes(),
-                cap.as_bytes(),
-                self.prefix.revoked.as_bytes(),
-                until_s.as_bytes(),
-            ];
-            args.extend(chunks.iter().map(Vec::as_slice));
-            let evicted: Vec<Vec<u8>> = self.run(&self.inner.scripts.create, &session.user_id, &args).await?;
+            let script = &self.inner.scripts.create;
+            let bytes = 64 + session.sid.len() + self.prefix.revoked.len() + chunks.iter().map(Vec::len).sum::<usize>();
+            let mut cmd = self.eval(script, &session.user_id, 5 + chunks.len(), bytes);
+            cmd.arg(now).arg(&session.sid).arg(cap).arg(&self.prefix.revoked).arg(until);
+            for chunk in &chunks {
+                cmd.arg(chunk.as_slice());
+            }
+            let evicted: Vec<Vec<u8>> = self.run(script, &cmd).await?;
             let evicted = evicted.into_iter().map(utf8).collect::<Result<Vec<_>, _>>()?;
             self.record_revoked(&evicted, until, now).await;
             Ok(evicted)
@@ -723,33 +769,26 @@ impl SessionStore for RedisStore {
     ) -> StoreFuture<'a, RotateOutcome> {
         Box::pin(async move {
             let until = now_ms.saturating_add(ms(policy.revocation_ttl));
+            let script = &self.inner.scripts.rotate;
+            let mut cmd = self.eval(script, user_id, 7, sid.len() + self.prefix.revoked.len() + 80);
             // Lua numbers are doubles; anything past 2^48 is above every stored counter anyway.
-            let presented = presented.min(MAX_48 + 1).to_string();
-            let (now_s, grace, idle, until_s) =
-                (now_ms.to_string(), ms(policy.grace).to_string(), ms(policy.idle_ttl).to_string(), until.to_string());
-            let args: [&[u8]; 7] = [
-                sid.as_bytes(),
-                presented.as_bytes(),
-                now_s.as_bytes(),
-                grace.as_bytes(),
-                idle.as_bytes(),
-                self.prefix.revoked.as_bytes(),
-                until_s.as_bytes(),
-            ];
-            let mut reply: Vec<Vec<u8>> = self.run(&self.inner.scripts.rotate, user_id, &args).await?;
-            if reply.is_empty() {
+            cmd.arg(sid).arg(presented.min(MAX_48 + 1)).arg(now_ms).arg(ms(policy.grace)).arg(ms(policy.idle_ttl));
+            cmd.arg(&self.prefix.revoked).arg(until);
+            let reply: Vec<Vec<u8>> = self.run(script, &cmd).await?;
+            let Some((code, reply)) = reply.split_first() else {
                 return Err(corrupt("empty rotate reply"));
-            }
-            let code = reply.remove(0);
+            };
             match code.as_slice() {
                 b"N" => Ok(RotateOutcome::NotFound),
                 b"T" => {
                     tracing::debug!(user_id, sid, "refresh counter reuse: session revoked");
-                    self.record_revoked(&[sid.to_owned()], until, now_ms).await;
+                    // Boxed: this rare call's future is larger than the rest of
+                    // rotate's, which would grow every rotation's allocation past 1 KiB.
+                    Box::pin(self.record_revoked(&[sid.to_owned()], until, now_ms)).await;
                     Ok(RotateOutcome::Theft { user_id: user_id.to_owned(), sid: sid.to_owned() })
                 }
-                b"R" => Ok(RotateOutcome::Rotated(decode(user_id, sid.to_owned(), &reply)?)),
-                b"P" => Ok(RotateOutcome::Replayed(decode(user_id, sid.to_owned(), &reply)?)),
+                b"R" => Ok(RotateOutcome::Rotated(decode(user_id, sid.to_owned(), reply)?)),
+                b"P" => Ok(RotateOutcome::Replayed(decode(user_id, sid.to_owned(), reply)?)),
                 _ => Err(corrupt("unknown rotate reply")),
             }
         })
@@ -757,8 +796,10 @@ impl SessionStore for RedisStore {
 
     fn list<'a>(&'a self, user_id: &'a str, now_ms: u64) -> StoreFuture<'a, Vec<SessionRecord>> {
         Box::pin(async move {
-            let now_s = now_ms.to_string();
-            let reply: Vec<Vec<Vec<u8>>> = self.run(&self.inner.scripts.list, user_id, &[now_s.as_bytes()]).await?;
+            let script = &self.inner.scripts.list;
+            let mut cmd = self.eval(script, user_id, 1, 20);
+            cmd.arg(now_ms);
+            let reply: Vec<Vec<Vec<u8>>> = self.run(script, &cmd).await?;
             let mut records = reply
                 .into_iter()
                 .map(|mut one| {
@@ -783,10 +824,10 @@ impl SessionStore for RedisStore {
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let until = now_ms.saturating_add(ms(policy.revocation_ttl));
-            let (now_s, until_s) = (now_ms.to_string(), until.to_string());
-            let args: [&[u8]; 4] =
-                [sid.as_bytes(), now_s.as_bytes(), self.prefix.revoked.as_bytes(), until_s.as_bytes()];
-            let revoked: i64 = self.run(&self.inner.scripts.revoke, user_id, &args).await?;
+            let script = &self.inner.scripts.revoke;
+            let mut cmd = self.eval(script, user_id, 4, sid.len() + self.prefix.revoked.len() + 40);
+            cmd.arg(sid).arg(now_ms).arg(&self.prefix.revoked).arg(until);
+            let revoked: i64 = self.run(script, &cmd).await?;
             if revoked == 1 {
                 self.record_revoked(&[sid.to_owned()], until, now_ms).await;
             }
@@ -802,9 +843,10 @@ impl SessionStore for RedisStore {
     ) -> StoreFuture<'a, Vec<String>> {
         Box::pin(async move {
             let until = now_ms.saturating_add(ms(policy.revocation_ttl));
-            let (now_s, until_s) = (now_ms.to_string(), until.to_string());
-            let args: [&[u8]; 3] = [now_s.as_bytes(), self.prefix.revoked.as_bytes(), until_s.as_bytes()];
-            let sids: Vec<Vec<u8>> = self.run(&self.inner.scripts.revoke_all, user_id, &args).await?;
+            let script = &self.inner.scripts.revoke_all;
+            let mut cmd = self.eval(script, user_id, 3, self.prefix.revoked.len() + 40);
+            cmd.arg(now_ms).arg(&self.prefix.revoked).arg(until);
+            let sids: Vec<Vec<u8>> = self.run(script, &cmd).await?;
             let sids = sids.into_iter().map(utf8).collect::<Result<Vec<_>, _>>()?;
             self.record_revoked(&sids, until, now_ms).await;
             Ok(sids)
@@ -1018,6 +1060,11 @@ fn parse_score(score: &str) -> Option<u64> {
     score.parse().ok().or_else(|| score.parse::<f64>().ok().map(|f| f as u64))
 }
 
+/// A real `redis-server` for the tests below (the integration tests' harness).
+#[cfg(test)]
+#[path = "../../tests/support/redis_server.rs"]
+mod test_redis_server;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1065,6 +1112,65 @@ mod tests {
             assert_eq!(record.idle_expires_at_ms, 1_700_000_000_123 + 3_600_000);
             assert_eq!(record.counter, 0);
         }
+    }
+
+    use super::test_redis_server as redis_server;
+
+    /// The rotate script's three reply shapes: a session of one chunk (no
+    /// second field to read), of two (the `HMGET` of chunks 0 and 1 has it all)
+    /// and of many (a second `HMGET`); each must come back whole, as `list`
+    /// reads it, and extend the key's TTL.
+    #[test]
+    fn rotate_returns_sessions_of_any_size_whole() {
+        let server = redis_server::RedisServer::start();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = RedisStore::connect(&server.url()).await.unwrap();
+            let policy = policy();
+            let now = now_ms();
+            let cases = [
+                (None, None, String::new(), 1),
+                (Some("Mozilla/5.0 (X11; Linux x86_64) Gecko/20".to_owned()), Some("127.0.0.1"), "{}".to_owned(), 2),
+                (
+                    Some("Agent ü|:{}\n".repeat(25)),
+                    Some("2001:db8::1"),
+                    format!(r#"{{"blob":"{}"}}"#, "é".repeat(400)),
+                    19,
+                ),
+            ];
+            for (i, (user_agent, ip, claims, chunks)) in cases.into_iter().enumerate() {
+                let (user, sid) = (format!("user-{i}"), format!("sid-{i}"));
+                let new = NewSession {
+                    user_id: user.clone(),
+                    sid: sid.clone(),
+                    claims: claims.clone(),
+                    user_agent: user_agent.clone(),
+                    ip: ip.map(str::to_owned),
+                    now_ms: now,
+                };
+                assert_eq!(encode(&new, &policy).len(), chunks, "case {i}");
+                store.create(new, &policy).await.unwrap();
+                let RotateOutcome::Rotated(rotated) = store.rotate(&user, &sid, 0, now + 1000, &policy).await.unwrap()
+                else {
+                    panic!("case {i}: not rotated");
+                };
+                assert_eq!(
+                    (rotated.counter, rotated.rotated_at_ms, rotated.last_used_at_ms),
+                    (1, now + 1000, now + 1000)
+                );
+                assert_eq!(rotated.idle_expires_at_ms, now + 1000 + 3_600_000);
+                assert_eq!((&rotated.claims, &rotated.user_agent, rotated.ip.as_deref()), (&claims, &user_agent, ip));
+                assert_eq!(store.list(&user, now + 1000).await.unwrap(), vec![rotated.clone()], "case {i}");
+                let RotateOutcome::Replayed(replayed) =
+                    store.rotate(&user, &sid, 0, now + 2000, &policy).await.unwrap()
+                else {
+                    panic!("case {i}: not replayed");
+                };
+                assert_eq!(replayed, rotated, "case {i}");
+                let ttl: i64 = server.cmd(&["PTTL", &format!("tjwt:{{{user}}}")]).unwrap().trim().parse().unwrap();
+                assert!((3_590_000..=3_601_000).contains(&ttl), "case {i}: TTL {ttl}");
+            }
+        });
     }
 
     #[test]
