@@ -242,8 +242,13 @@ impl Session {
     /// every instance) and answers `204` clearing both cookies.
     pub async fn logout(&self) -> Result<LoggedOut, AuthError> {
         match self.auth.revoke_session(self.user_id(), self.id()).await {
-            // Already gone (revoked elsewhere, expired): the cookies still go.
-            Ok(()) | Err(AuthError::NotFound(_)) => Ok(LoggedOut { auth: self.auth.clone() }),
+            Ok(()) => Ok(LoggedOut { auth: self.auth.clone() }),
+            // Already gone (revoked elsewhere, expired): its access tokens
+            // still go at once here, and the cookies go too.
+            Err(AuthError::NotFound(_)) => {
+                self.auth.inner.sessions.forget(&[self.id().to_owned()]);
+                Ok(LoggedOut { auth: self.auth.clone() })
+            }
             Err(error) => Err(error),
         }
     }

@@ -1,6 +1,8 @@
 //! What handlers return: tokens as cookies (browsers) or as an RFC 6749 token
 //! response (header clients), and logout responses that only clear cookies.
 
+use std::time::Duration;
+
 use axum::{
     Json,
     response::{IntoResponse, Response},
@@ -36,7 +38,7 @@ impl Tokens {
     pub(crate) fn append_cookies(&self, headers: &mut HeaderMap) {
         let cookies = &self.auth.inner.cookies;
         let refreshed = &self.refreshed;
-        let access_ttl = self.auth.inner.issuer.ttl;
+        let access_ttl = Duration::from_secs(refreshed.access.expires_in);
         headers.append(header::SET_COOKIE, cookies.set(&cookies.access_name, &refreshed.access.token, access_ttl));
         headers.append(
             header::SET_COOKIE,

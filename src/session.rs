@@ -16,6 +16,9 @@ use crate::{
     token::{AccessToken, custom_claims_json},
 };
 
+/// Longest user id a session can have.
+const MAX_USER_ID: usize = 512;
+
 /// Longest user agent kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
@@ -81,7 +84,7 @@ impl Sessions {
     }
 
     /// Marks sessions revoked on this instance at once (the store tells the others).
-    fn forget(&self, sids: &[String]) {
+    pub(crate) fn forget(&self, sids: &[String]) {
         let until = now_ms() + self.policy.revocation_ttl.as_millis() as u64;
         for sid in sids {
             self.revocations.insert(sid, until);
@@ -187,6 +190,10 @@ impl JwtAuth {
         claims: &T,
         client: ClientInfo,
     ) -> Result<Tokens, AuthError> {
+        // Refresh tokens carry the user id and are capped at 1 KiB.
+        if user_id.len() > MAX_USER_ID {
+            return Err(AuthError::Misconfigured("user ids longer than 512 bytes are not supported"));
+        }
         let custom = custom_claims_json(claims)?;
         let sessions = &self.inner.sessions;
         let sid = crate::random::session_id();
@@ -217,7 +224,7 @@ impl JwtAuth {
         refresh_token: String,
         refresh_max_age: Duration,
     ) -> Result<Tokens, AuthError> {
-        let access = self.inner.issuer.issue(user_id, sid, custom)?;
+        let access = self.inner.issuer.issue(user_id, sid, custom, refresh_max_age)?;
         self.inner.verifier.remember(&access);
         Ok(Tokens { auth: self.clone(), refreshed: Arc::new(Refreshed { access, refresh_token, refresh_max_age }) })
     }

@@ -99,14 +99,20 @@ impl VerifiedToken {
     }
 }
 
-/// A freshly issued access token.
-#[derive(Clone, Debug)]
+/// A freshly issued access token. Its `Debug` shows the claims, never the token.
+#[derive(Clone)]
 pub struct AccessToken {
     /// The compact JWT.
     pub token: String,
     /// Its lifetime in seconds (the RFC 6749 `expires_in`).
     pub expires_in: u64,
     pub(crate) verified: VerifiedTokenHandle,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken").field("expires_in", &self.expires_in).field("claims", &self.verified).finish()
+    }
 }
 
 /// Wrapper so [`AccessToken`] can be `Debug` without printing claims twice.
@@ -187,8 +193,18 @@ impl Issuer {
         self.audience.as_deref()
     }
 
-    /// Issues an access token for `sub` in session `sid`, valid from now for the TTL.
-    pub(crate) fn issue(&self, sub: &str, sid: &str, custom_json: &str) -> Result<AccessToken, AuthError> {
+    /// Issues an access token for `sub` in session `sid`, valid from now for
+    /// the TTL but never longer than `session_left` (the token must not
+    /// outlive its session, or a logout after the session expired would
+    /// leave it valid).
+    pub(crate) fn issue(
+        &self,
+        sub: &str,
+        sid: &str,
+        custom_json: &str,
+        session_left: Duration,
+    ) -> Result<AccessToken, AuthError> {
+        let ttl = self.ttl.min(session_left).as_secs().max(1);
         let iat = now_ms() / 1000;
         let jti = crate::random::token_id();
         let spec = TokenSpec {
@@ -196,14 +212,14 @@ impl Issuer {
             sid,
             custom_json,
             iat,
-            exp: iat.saturating_add(self.ttl.as_secs()),
+            exp: iat.saturating_add(ttl),
             nbf: None,
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),
             jti: &jti,
         };
         let mut token = sign_encoded(&self.key, &self.header, Some(&self.encoded_header), &spec)?;
-        token.expires_in = self.ttl.as_secs();
+        token.expires_in = ttl;
         Ok(token)
     }
 }
@@ -484,7 +500,7 @@ mod tests {
 
             // The issuer's path, with its header encoded once.
             let issuer = Issuer::new(key.clone(), Some("iss".into()), Some("aud".into()), Duration::from_secs(900));
-            let token = issuer.issue("bob", "sid-2", r#"{"role":"user"}"#).unwrap();
+            let token = issuer.issue("bob", "sid-2", r#"{"role":"user"}"#, Duration::MAX).unwrap();
             assert_eq!(token.token, reference(&key, &issuer.header, &token), "{alg:?} issuer");
             assert_eq!(token.expires_in, 900);
         }
@@ -498,7 +514,7 @@ MC4CAQAwBQYDK2VwBCIEIEds1CKkL04kJaQ+pzquKWpdoMly+LttVvhifkihDnKw
         let key = SigningKey::from_pem(Algorithm::EdDSA, "ed-1", pem).unwrap();
         assert!(key.hmac_signer().is_none());
         let issuer = Issuer::new(key.clone(), None, None, Duration::from_secs(60));
-        let token = issuer.issue("carol", "sid-3", "{}").unwrap();
+        let token = issuer.issue("carol", "sid-3", "{}", Duration::MAX).unwrap();
         // Ed25519 signatures are deterministic.
         assert_eq!(token.token, reference(&key, &issuer.header, &token));
         let verifier = Verifier::new(vec![key.verifying_key().clone()], None, None, Duration::ZERO, 0, 8192);

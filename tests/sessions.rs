@@ -528,3 +528,17 @@ async fn double_submit_tokens_guard_cookie_sessions_when_enabled() {
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(reply.cookie("__Host-csrf").as_deref(), Some(""), "logout clears it too");
 }
+
+#[tokio::test]
+async fn access_tokens_never_outlive_their_session() {
+    let auth = builder()
+        .access_ttl(Duration::from_secs(900))
+        .refresh_ttl(Duration::from_secs(60))
+        .refresh_absolute_ttl(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let tokens = login(&auth, "alice").await;
+    assert!(tokens.expires_in() <= 60, "capped by the idle lifetime: {}", tokens.expires_in());
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(tokens.access_token()).unwrap().claims;
+    assert!(claims["exp"].as_u64().unwrap() <= claims["iat"].as_u64().unwrap() + 60);
+}
