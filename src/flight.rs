@@ -21,7 +21,7 @@ type Outcome = Result<Arc<Refreshed>, AuthError>;
 
 /// The longest a success is reused; never longer than the grace window, in
 /// which the store itself would answer a repeat with the same successor.
-const MAX_REUSE: Duration = Duration::from_secs(1);
+const MAX_REUSE: Duration = Duration::from_millis(500);
 
 /// Refreshes in progress or just done, by session.
 pub(crate) struct Flights {
