@@ -30,6 +30,9 @@
 //! runs only the named servers, for profiling one alone (see BENCHMARKS.md).
 //! Every loop is bounded by time and by count.
 
+#[path = "support/load.rs"]
+mod load;
+
 use std::{
     io,
     net::SocketAddr,
@@ -38,9 +41,10 @@ use std::{
 };
 
 use axum::{Json, Router, routing::get};
+use load::{cpu_ns, median, read_response, thread_id};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     sync::oneshot,
     task::JoinSet,
@@ -53,8 +57,6 @@ const TARGET_RATIO: f64 = 0.95;
 const MAX_REQUESTS_PER_CONN: u64 = 50_000_000;
 /// A response must arrive within this; the bench aborts otherwise.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest response accepted (ours is about 130 bytes).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 struct Settings {
     round: Duration,
@@ -138,22 +140,6 @@ fn build_request(bearer_token: &str) -> Arc<[u8]> {
         .into()
 }
 
-/// The thread's CPU time so far, in nanoseconds (`/proc/.../schedstat`).
-fn cpu_ns(task: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/self/task/{task}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The calling thread's id, as named under /proc/self/task.
-fn thread_id() -> String {
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default()
-}
-
 struct Servers {
     addrs: Vec<SocketAddr>,
     tid: String,
@@ -201,53 +187,13 @@ fn start_servers(layers: Vec<JwtAuth>) -> Servers {
     Servers { addrs, tid, stop: Some(stop_tx), thread: Some(thread) }
 }
 
-/// Reads one HTTP/1.1 response (headers + `content-length` body) into `buf`;
-/// answers its status.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<u16> {
-    buf.clear();
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).map_err(|_| invalid("non-UTF-8 head"))?;
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("no status"))?;
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-                })
-                .ok_or_else(|| invalid("no content-length"))?;
-            let total = end + 4 + length;
-            if total > MAX_RESPONSE_BYTES {
-                return Err(invalid("response too large"));
-            }
-            while buf.len() < total {
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            if buf.len() != total {
-                return Err(invalid("bytes after the response"));
-            }
-            return Ok(status);
-        }
-        if buf.len() > MAX_RESPONSE_BYTES {
-            return Err(invalid("response head too large"));
-        }
-        buf.reserve(4096);
-        if stream.read_buf(buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-}
-
 /// One connection's loop until the deadline (or the request bound).
 async fn drive(mut stream: TcpStream, request: Arc<[u8]>, deadline: Instant) -> io::Result<u64> {
     let mut buf = Vec::with_capacity(4096);
     let mut done = 0;
     while done < MAX_REQUESTS_PER_CONN && Instant::now() < deadline {
         stream.write_all(&request).await?;
-        let status = tokio::time::timeout(IO_TIMEOUT, read_response(&mut stream, &mut buf))
+        let (status, _) = tokio::time::timeout(IO_TIMEOUT, read_response(&mut stream, &mut buf))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no response in time"))??;
         if status != 200 {
@@ -301,16 +247,6 @@ async fn round(target: &Target, length: Duration, server_tid: &str) -> io::Resul
         client_cpu: share(cpu_ns(&client_tid).saturating_sub(client0) as f64),
         server_ns_per_request: server_ns / total.max(1) as f64,
     })
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn main() {

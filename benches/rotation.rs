@@ -63,6 +63,8 @@
 //! and rotation / set, and, from `INFO commandstats`, Redis round trips per
 //! rotation (`EVALSHA` calls / rotations) and `SET` calls per login.
 
+#[path = "support/load.rs"]
+mod load;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -81,11 +83,12 @@ use axum::{
     routing::{get, post},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use load::{cpu_ns, median, read_response, thread_id};
 use redis::aio::ConnectionManager;
 use redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     sync::oneshot,
     task::JoinSet,
@@ -105,8 +108,6 @@ const MAX_REQUESTS_PER_CONN: u64 = 10_000_000;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ceiling on a round that ends by request count (`ROTATION_REQUESTS`).
 const COUNTED_ROUND_CEILING: Duration = Duration::from_secs(600);
-/// Longest response accepted (ours are under 1 KiB).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Size of the baseline's session value (a serialized tower-sessions record).
 const VALUE_BYTES: usize = 200;
 /// The baseline sessions' expiry.
@@ -225,22 +226,6 @@ async fn login_jwt(State(auth): State<JwtAuth>, Path(user): Path<String>, client
     }
 }
 
-/// The thread's CPU time so far, in nanoseconds (`/proc/.../schedstat`).
-fn cpu_ns(task: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/self/task/{task}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The calling thread's id, as named under /proc/self/task.
-fn thread_id() -> String {
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default()
-}
-
 struct Servers {
     set: SocketAddr,
     tower_sessions: SocketAddr,
@@ -323,46 +308,6 @@ fn start_servers(redis_url: String, grace: Option<Duration>, cache_capacity: Opt
         tid,
         stop: Some(stop_tx),
         thread: Some(thread),
-    }
-}
-
-/// Reads one HTTP/1.1 response (headers + `content-length` body) into `buf`;
-/// answers its status and the length of its head.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<(u16, usize)> {
-    buf.clear();
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).map_err(|_| invalid("non-UTF-8 head"))?;
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("no status"))?;
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-                })
-                .ok_or_else(|| invalid("no content-length"))?;
-            let total = end + 4 + length;
-            if total > MAX_RESPONSE_BYTES {
-                return Err(invalid("response too large"));
-            }
-            while buf.len() < total {
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            if buf.len() != total {
-                return Err(invalid("bytes after the response"));
-            }
-            return Ok((status, end));
-        }
-        if buf.len() > MAX_RESPONSE_BYTES {
-            return Err(invalid("response head too large"));
-        }
-        buf.reserve(4096);
-        if stream.read_buf(buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
     }
 }
 
@@ -645,16 +590,6 @@ async fn round(
         errors,
         samples,
     })
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Per-server results over the measured rounds.
