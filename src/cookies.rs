@@ -22,52 +22,12 @@ pub(crate) struct CookieConfig {
 impl CookieConfig {
     /// `Set-Cookie` for a cookie living `max_age`.
     pub(crate) fn set(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
-        self.format(name, value, true, max_age)
+        header_value(&self.build(name, value).max_age(seconds(max_age)).build())
     }
 
     /// `Set-Cookie` for a cookie scripts may read (the CSRF token): not `HttpOnly`.
     pub(crate) fn set_readable(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
-        self.format(name, value, false, max_age)
-    }
-
-    /// What `cookie`'s `Display` writes for [`build`](Self::build) with
-    /// `http_only` and `max_age` (the same bytes, in one buffer: every
-    /// rotation sets two cookies).
-    fn format(&self, name: &str, value: &str, http_only: bool, max_age: Duration) -> HeaderValue {
-        const HTTP_ONLY: &str = "; HttpOnly";
-        const SECURE: &str = "; Secure";
-        const PATH_MAX_AGE: &str = "; Path=/; Max-Age=";
-        let same_site = match self.same_site {
-            SameSite::Strict => "; SameSite=Strict",
-            SameSite::Lax => "; SameSite=Lax",
-            SameSite::None => "; SameSite=None",
-        };
-        let mut seconds = [0u8; 20];
-        let seconds = format_seconds(max_age.as_secs() as i64, &mut seconds);
-        // Exactly the length: the header value then takes the buffer as it is.
-        let len = name.len()
-            + 1
-            + value.len()
-            + if http_only { HTTP_ONLY.len() } else { 0 }
-            + same_site.len()
-            + if self.secure { SECURE.len() } else { 0 }
-            + PATH_MAX_AGE.len()
-            + seconds.len();
-        let mut out = String::with_capacity(len);
-        out.push_str(name);
-        out.push('=');
-        out.push_str(value);
-        if http_only {
-            out.push_str(HTTP_ONLY);
-        }
-        out.push_str(same_site);
-        if self.secure {
-            out.push_str(SECURE);
-        }
-        out.push_str(PATH_MAX_AGE);
-        out.push_str(seconds);
-        debug_assert_eq!(out.len(), len);
-        HeaderValue::try_from(out).expect("cookie names and values are visible ASCII")
+        header_value(&self.build(name, value).http_only(false).max_age(seconds(max_age)).build())
     }
 
     /// `Set-Cookie` that removes the cookie: same attributes, empty value,
@@ -92,23 +52,9 @@ impl CookieConfig {
     }
 }
 
-/// `seconds` in decimal, written at the end of `buf`.
-fn format_seconds(seconds: i64, buf: &mut [u8; 20]) -> &str {
-    let mut n = seconds.unsigned_abs();
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if seconds < 0 {
-        start -= 1;
-        buf[start] = b'-';
-    }
-    std::str::from_utf8(&buf[start..]).expect("ASCII digits")
+/// A `Max-Age` (lifetimes are capped at a century, far below `i64::MAX` seconds).
+fn seconds(max_age: Duration) -> cookie::time::Duration {
+    cookie::time::Duration::seconds(max_age.as_secs().min(i64::MAX as u64) as i64)
 }
 
 fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
@@ -180,7 +126,8 @@ mod tests {
                         let cookie = config
                             .build(name, value)
                             .http_only(http_only)
-                            .max_age(cookie::time::Duration::seconds(secs as i64)) // as `set` casts
+                            // Clamped, never wrapped to a negative (deleting) Max-Age.
+                            .max_age(cookie::time::Duration::seconds(secs.min(i64::MAX as u64) as i64))
                             .build();
                         cookie.to_string()
                     };

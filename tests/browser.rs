@@ -129,8 +129,9 @@ async fn login_sets_httponly_cookies_that_scripts_cannot_read() {
     assert_eq!(browser.client.find_all(fantoccini::Locator::Css("#sessions li.session")).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn who_am_i_after_expiry_refreshes_and_rotates_the_refresh_cookie() {
+/// A demo with 1-second access tokens, a browser logged in as alice on its
+/// page, her first `/me` answer and her refresh cookie.
+async fn logged_in_with_one_second_access() -> (Demo, Browser, Value, String) {
     let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]);
     let browser = Browser::start().await;
     open_demo(&browser, &demo).await;
@@ -138,6 +139,12 @@ async fn who_am_i_after_expiry_refreshes_and_rotates_the_refresh_cookie() {
     let (status, first) = who_am_i(&browser).await;
     assert_eq!(status, 200, "{first}");
     let refresh_before = browser.cookie_values().await.get(REFRESH).cloned().expect("refresh cookie after login");
+    (demo, browser, first, refresh_before)
+}
+
+#[tokio::test]
+async fn who_am_i_after_expiry_refreshes_and_rotates_the_refresh_cookie() {
+    let (_demo, browser, first, refresh_before) = logged_in_with_one_second_access().await;
 
     wait_for_expiry(&browser, &first).await;
     let (status, second) = who_am_i(&browser).await;
@@ -163,13 +170,7 @@ async fn who_am_i_after_expiry_refreshes_and_rotates_the_refresh_cookie() {
 
 #[tokio::test]
 async fn parallel_fetches_after_expiry_all_succeed_and_leave_one_refresh_cookie() {
-    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]);
-    let browser = Browser::start().await;
-    open_demo(&browser, &demo).await;
-    login_alice(&browser).await;
-    let (status, first) = who_am_i(&browser).await;
-    assert_eq!(status, 200, "{first}");
-    let refresh_before = browser.cookie_values().await.get(REFRESH).cloned().expect("refresh cookie after login");
+    let (_demo, browser, first, refresh_before) = logged_in_with_one_second_access().await;
 
     wait_for_expiry(&browser, &first).await;
     // Five "tabs" at once, all carrying the same refresh cookie and no access cookie.

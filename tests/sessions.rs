@@ -103,12 +103,18 @@ async fn login(auth: &JwtAuth, user: &str) -> tower_jwt_auth::Tokens {
     auth.login(user, &Profile { name: user.to_uppercase() }, ClientInfo::default()).await.unwrap()
 }
 
+/// An access token of `tokens`' session that expired a minute ago, as a
+/// browser would still hold in its cookie.
+fn expired_access(auth: &JwtAuth, tokens: &tower_jwt_auth::Tokens) -> String {
+    auth.test_token(tokens.user_id()).session(tokens.session_id()).expires_in(-60).sign()
+}
+
 #[tokio::test]
 async fn an_expired_access_cookie_is_refreshed_transparently() {
     let auth = builder().build().unwrap();
     let app = app(&auth);
     let tokens = login(&auth, "alice").await;
-    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let expired = expired_access(&auth, &tokens);
 
     let reply = send(
         &app,
@@ -147,7 +153,7 @@ async fn an_expired_access_cookie_is_refreshed_transparently() {
 async fn bearer_clients_are_told_their_token_expired() {
     let auth = builder().build().unwrap();
     let tokens = login(&auth, "alice").await;
-    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let expired = expired_access(&auth, &tokens);
     let request = Request::get("/me")
         .header(header::AUTHORIZATION, format!("Bearer {expired}"))
         .header(header::COOKIE, format!("__Host-refresh={}", tokens.refresh_token()))
@@ -165,7 +171,7 @@ async fn fifty_parallel_refreshes_converge_on_one_successor() {
     let auth = builder().build().unwrap();
     let app = app(&auth);
     let tokens = login(&auth, "alice").await;
-    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let expired = expired_access(&auth, &tokens);
     let requests = (0..50).map(|_| {
         let app = app.clone();
         let request =
@@ -251,7 +257,7 @@ async fn logout_clears_cookies_and_never_sets_fresh_ones() {
     let auth = builder().build().unwrap();
     let app = app(&auth);
     let tokens = login(&auth, "alice").await;
-    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let expired = expired_access(&auth, &tokens);
     // The access cookie expired: the layer refreshes on the way in, but the
     // handler logs out, so the response only clears.
     let reply = send(
@@ -325,7 +331,7 @@ async fn cross_site_cookie_requests_are_refused_before_any_rotation() {
     let auth = builder().build().unwrap();
     let app = app(&auth);
     let tokens = login(&auth, "alice").await;
-    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let expired = expired_access(&auth, &tokens);
     let cross_site = |uri: &str| {
         with_cookies("POST", uri, Some(&expired), Some(tokens.refresh_token()))
             .header(header::HOST, "app.test")
@@ -507,7 +513,7 @@ async fn double_submit_tokens_guard_cookie_sessions_when_enabled() {
     assert_eq!(send(&app, bearer.body(Body::empty()).unwrap()).await.status, StatusCode::OK, "bearer is exempt");
 
     // On the refresh path, a missing token is refused before any rotation.
-    let expired = auth.test_token("alice").session(tokens.session_id()).expires_in(-60).sign();
+    let expired = expired_access(&auth, &tokens);
     let refresh_post = |value: Option<&str>| {
         let mut request = with_cookies("POST", "/me", Some(&expired), Some(tokens.refresh_token()));
         if let Some(value) = value {
