@@ -101,8 +101,16 @@ mod tests {
     use crate::token::RegisteredClaims;
 
     fn verified(exp: u64) -> Arc<VerifiedToken> {
-        let claims =
-            RegisteredClaims { sub: "u".into(), sid: "s".into(), iat: 0, exp, jti: "j".into(), nbf: None, iss: None };
+        let claims = RegisteredClaims {
+            sub: "u".into(),
+            sid: "s".into(),
+            iat: 0,
+            exp,
+            jti: "j".into(),
+            nbf: None,
+            iss: None,
+            auth_time: None,
+        };
         Arc::new(VerifiedToken::for_tests(claims))
     }
 

@@ -8,10 +8,11 @@ use cookie::SameSite;
 use serde::Serialize;
 
 use crate::{
+    client_info::TrustedProxies,
     cookies::{self, CookieConfig},
     csrf::{CsrfCheck, DoubleSubmit},
     error::AuthError,
-    keys::{KeyError, SigningKey, VerifyingKey},
+    keys::{KeyError, KeySet, SigningKey, VerifyingKey},
     random,
     refresh_token::RefreshKey,
     revocation::RevocationList,
@@ -36,6 +37,17 @@ pub enum ConfigError {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
+    /// A setting could not be read.
+    #[error("invalid setting: {0}")]
+    InvalidValue(String),
+    /// A store that outlives the process (Redis) without an explicit
+    /// refresh-token secret: every restart would log every user out.
+    #[error(
+        "a session store shared between processes needs `refresh_token_secret` (at least 32 bytes, the same on every \
+         instance and across restarts): with a random one, every restart or second instance would silently log \
+         every user out"
+    )]
+    MissingRefreshSecret,
 }
 
 type RejectionRenderer = Arc<dyn Fn(AuthError) -> Response + Send + Sync>;
@@ -64,9 +76,11 @@ pub struct JwtAuthBuilder {
     refresh_secret: Option<Vec<u8>>,
     store: Option<Arc<dyn SessionStore>>,
     trusted_origins: Vec<String>,
+    trusted_proxies: Vec<String>,
     csrf_cookie: Option<String>,
     on_rejection: Option<RejectionRenderer>,
     reload_claims: Option<ClaimsReloader>,
+    unavailable_as_guest: bool,
 }
 
 impl Default for JwtAuthBuilder {
@@ -91,7 +105,8 @@ impl JwtAuthBuilder {
     /// | verified-token cache | 10 000 tokens |
     /// | longest access token accepted | 8 KiB |
     /// | session store | [`MemoryStore`] (one process) |
-    /// | refresh-token HMAC key | random (set one to share it between instances) |
+    /// | refresh-token HMAC key | random with the memory store; required with a shared store |
+    /// | trusted proxies | none (the TCP peer is the client) |
     pub fn new() -> Self {
         Self {
             signing_key: None,
@@ -114,9 +129,11 @@ impl JwtAuthBuilder {
             refresh_secret: None,
             store: None,
             trusted_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             csrf_cookie: None,
             on_rejection: None,
             reload_claims: None,
+            unavailable_as_guest: true,
         }
     }
 
@@ -175,7 +192,8 @@ impl JwtAuthBuilder {
         self
     }
 
-    /// Absolute session lifetime from login.
+    /// Absolute session lifetime from login. An idle lifetime longer than
+    /// it is cut to it.
     pub fn refresh_absolute_ttl(mut self, ttl: Duration) -> Self {
         self.absolute_ttl = ttl;
         self
@@ -236,8 +254,11 @@ impl JwtAuthBuilder {
         self
     }
 
-    /// The secret refresh tokens are authenticated with (HMAC-SHA256). Every
-    /// instance sharing a store must use the same one; at least 32 bytes.
+    /// The secret refresh tokens are authenticated with (HMAC-SHA256), at
+    /// least 32 bytes. Required with a store that outlives the process
+    /// (Redis): every instance must use the same one, and keep it across
+    /// restarts, or their users' sessions silently end. Keep it apart from
+    /// the signing key; rotating it logs everyone out.
     pub fn refresh_token_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.refresh_secret = Some(secret.into());
         self
@@ -254,6 +275,24 @@ impl JwtAuthBuilder {
     /// protection).
     pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {
         self.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// The origin browsers use to reach this server (`https://app.example`)
+    /// when it runs behind a TLS-terminating proxy that changes `Host`: a
+    /// cookie-authenticated unsafe request whose `Origin` is this one passes
+    /// the cross-origin check although `Host` differs.
+    pub fn public_origin(self, origin: impl Into<String>) -> Self {
+        self.trusted_origin(origin)
+    }
+
+    /// Reverse proxies (IPs or CIDR blocks, e.g. `"10.0.0.0/8"`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers are believed when they are
+    /// the TCP peer: [`ClientInfo`](crate::ClientInfo) then takes the
+    /// right-most address that is not a trusted proxy as the client's.
+    /// Invalid entries fail [`build`](Self::build).
+    pub fn trusted_proxies<'a>(mut self, proxies: impl IntoIterator<Item = &'a str>) -> Self {
+        self.trusted_proxies.extend(proxies.into_iter().map(str::to_owned));
         self
     }
 
@@ -325,6 +364,16 @@ impl JwtAuthBuilder {
         self
     }
 
+    /// On optional routes, whether a request whose session cannot be checked
+    /// right now (the store is down during a transparent refresh, or this
+    /// instance is still loading revocations) is served as a guest with its
+    /// cookies kept (`true`, the default) or answered `503` with
+    /// `Retry-After` (`false`). Protected routes always answer `503`.
+    pub fn unavailable_as_guest(mut self, as_guest: bool) -> Self {
+        self.unavailable_as_guest = as_guest;
+        self
+    }
+
     /// Checks the settings and builds the layer. Must run inside a Tokio
     /// runtime when the store needs one (Redis).
     pub fn build(self) -> Result<JwtAuth, ConfigError> {
@@ -340,9 +389,10 @@ impl JwtAuthBuilder {
         if self.leeway > Duration::from_secs(60) {
             return Err(ConfigError::Invalid("leeway must be at most 60 seconds"));
         }
-        if self.access_ttl.is_zero() || self.idle_ttl.is_zero() || self.absolute_ttl < self.idle_ttl {
-            return Err(ConfigError::Invalid("lifetimes must be positive and the absolute one at least the idle one"));
+        if self.access_ttl.is_zero() || self.idle_ttl.is_zero() || self.absolute_ttl.is_zero() {
+            return Err(ConfigError::Invalid("lifetimes must be positive"));
         }
+        let idle_ttl = self.idle_ttl.min(self.absolute_ttl);
         // Keeps every `now + lifetime` far from overflowing.
         const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         if [self.access_ttl, self.absolute_ttl, self.grace].iter().any(|d| *d > CENTURY) {
@@ -367,16 +417,13 @@ impl JwtAuthBuilder {
                 return Err(ConfigError::Invalid("the refresh-token secret must be at least 32 bytes"));
             }
             Some(secret) => secret,
-            None => {
-                if self.store.is_some() {
-                    tracing::warn!(
-                        "no refresh_token_secret: a random one is used, so refresh tokens die with this process \
-                         and are not accepted by other instances"
-                    );
-                }
-                random::bytes::<32>().to_vec()
+            None if self.store.as_ref().is_some_and(|store| store.outlives_process()) => {
+                return Err(ConfigError::MissingRefreshSecret);
             }
+            None => random::bytes::<32>().to_vec(),
         };
+        let trusted_proxies = TrustedProxies::parse(self.trusted_proxies.iter().map(String::as_str))
+            .map_err(ConfigError::InvalidValue)?;
         let double_submit = self.csrf_cookie.clone().map(|name| DoubleSubmit::new(&refresh_secret, name));
         let csrf = CsrfCheck::new(&self.trusted_origins, double_submit).map_err(ConfigError::Invalid)?;
 
@@ -384,29 +431,30 @@ impl JwtAuthBuilder {
         let store: Arc<dyn SessionStore> = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         store.attach(revocations.clone());
         let policy = SessionPolicy {
-            idle_ttl: self.idle_ttl,
+            idle_ttl,
             absolute_ttl: self.absolute_ttl,
             grace: self.grace,
             max_sessions: self.max_sessions,
-            revocation_ttl: self.access_ttl + self.leeway,
+            // Plus a second: `iat` has whole seconds (see `RevocationList::issue_at`).
+            revocation_ttl: self.access_ttl + self.leeway + Duration::from_secs(1),
         };
         let inner = Inner {
             verifier: Verifier::new(
-                keys,
+                KeySet::new(keys),
                 self.issuer.as_deref(),
                 self.audience.as_deref(),
                 self.leeway,
                 self.cache_capacity,
                 self.max_token_bytes,
             ),
-            issuer: Issuer::new(signing_key, self.issuer, self.audience, self.access_ttl),
-            sessions: Sessions::new(
+            issuer: Some(Issuer::new(signing_key, self.issuer, self.audience, self.access_ttl)),
+            sessions: Some(Sessions::new(
                 store,
                 policy,
                 RefreshKey::new(&refresh_secret),
                 revocations.clone(),
                 self.reload_claims,
-            ),
+            )),
             revocations,
             cookies: CookieConfig {
                 access_name: self.access_cookie,
@@ -418,6 +466,10 @@ impl JwtAuthBuilder {
             csrf,
             realm: self.realm,
             on_rejection: self.on_rejection,
+            trusted_proxies,
+            read_access_cookie: true,
+            leeway_secs: self.leeway.as_secs(),
+            unavailable_as_guest: self.unavailable_as_guest,
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }
@@ -452,13 +504,23 @@ impl fmt::Debug for JwtAuth {
 /// Everything a [`JwtAuth`] shares between its clones, built once.
 pub(crate) struct Inner {
     pub(crate) verifier: Verifier,
-    pub(crate) issuer: Issuer,
-    pub(crate) sessions: Sessions,
+    /// `None` in a layer that only verifies.
+    pub(crate) issuer: Option<Issuer>,
+    /// `None` in a layer that only verifies.
+    pub(crate) sessions: Option<Sessions>,
     pub(crate) revocations: Arc<RevocationList>,
     pub(crate) cookies: CookieConfig,
     pub(crate) csrf: CsrfCheck,
     pub(crate) realm: Option<String>,
     pub(crate) on_rejection: Option<RejectionRenderer>,
+    pub(crate) trusted_proxies: TrustedProxies,
+    /// Whether the access cookie is a credential (a verify-only layer reads
+    /// bearer tokens only, unless asked).
+    pub(crate) read_access_cookie: bool,
+    /// See [`JwtAuthBuilder::unavailable_as_guest`].
+    pub(crate) unavailable_as_guest: bool,
+    /// Clock leeway, for guards judging `auth_time`.
+    pub(crate) leeway_secs: u64,
 }
 
 impl JwtAuth {

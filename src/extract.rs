@@ -1,7 +1,15 @@
 //! The extractors handlers use: [`Claims<T>`] (and `Option<Claims<T>>`) for
-//! the verified claims, [`Session`] to act on the caller's session.
+//! the verified claims, [`Authentication`] to tell the guest cases apart on
+//! optional routes, [`Session`] to act on the caller's session.
 
-use std::{fmt, ops::Deref, sync::Arc};
+use std::{
+    fmt,
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use axum::{
     extract::{FromRequestParts, OptionalFromRequestParts},
@@ -14,27 +22,69 @@ use crate::{
     config::JwtAuth,
     error::AuthError,
     response::LoggedOut,
-    session::SessionInfo,
+    session::{SessionInfo, Tokens},
     token::{RegisteredClaims, VerifiedToken},
 };
+
+/// Why a request has no verified token.
+#[derive(Clone, Debug)]
+pub(crate) enum Refusal {
+    /// No credentials at all.
+    NoCredentials,
+    /// A bearer token (or another credential the client chose to present)
+    /// that is invalid, expired or revoked: the client must act.
+    Refused(AuthError),
+    /// A cookie session that is over (its refresh was refused): its cookies
+    /// are being cleared.
+    SessionEnded(AuthError),
+    /// The store or the revocation list could not vouch for the session.
+    Unavailable,
+}
+
+impl Refusal {
+    pub(crate) fn error(&self) -> AuthError {
+        match self {
+            Self::NoCredentials => AuthError::MissingCredentials,
+            Self::Refused(error) | Self::SessionEnded(error) => error.clone(),
+            Self::Unavailable => AuthError::Unavailable,
+        }
+    }
+}
 
 /// What the layer found, left in the request's extensions for extractors.
 #[derive(Clone)]
 pub(crate) struct AuthContext {
     pub(crate) auth: JwtAuth,
-    pub(crate) outcome: Result<Arc<VerifiedToken>, AuthError>,
+    pub(crate) outcome: Result<Arc<VerifiedToken>, Refusal>,
 }
 
+/// Logged once per process: a handler needing claims behind no layer is a
+/// wiring mistake, not a client's.
+static MISSING_LAYER_LOGGED: AtomicBool = AtomicBool::new(false);
+
+const MISSING_LAYER: &str = "No JwtAuth layer in front of this handler: add `.layer(auth)` or `.route_layer(auth)` \
+                             to the router holding this route";
+
 impl AuthContext {
+    pub(crate) fn get(parts: &Parts) -> Result<&Self, AuthRejection> {
+        parts.extensions.get::<Self>().ok_or_else(|| {
+            if !MISSING_LAYER_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::error!("{MISSING_LAYER}");
+            }
+            AuthRejection { auth: None, error: AuthError::Misconfigured(MISSING_LAYER) }
+        })
+    }
+
     fn from_parts(parts: &Parts) -> Result<(&JwtAuth, &Arc<VerifiedToken>), AuthRejection> {
-        let Some(context) = parts.extensions.get::<Self>() else {
-            tracing::debug!("no JwtAuth layer in front of a handler that needs claims");
-            return Err(AuthRejection { auth: None, error: AuthError::MissingCredentials });
-        };
+        let context = Self::get(parts)?;
         match &context.outcome {
             Ok(token) => Ok((&context.auth, token)),
-            Err(error) => Err(AuthRejection { auth: Some(context.auth.clone()), error: error.clone() }),
+            Err(refusal) => Err(context.rejection(refusal.error())),
         }
+    }
+
+    pub(crate) fn rejection(&self, error: AuthError) -> AuthRejection {
+        AuthRejection { auth: Some(self.auth.clone()), error }
     }
 }
 
@@ -66,14 +116,27 @@ impl IntoResponse for AuthRejection {
 /// through methods ([`Claims::sub`], [`Claims::sid`], …) and your custom
 /// claims `T` through `Deref`.
 ///
+/// `T` is deserialized from the custom claims only (the payload without the
+/// registered ones), so `#[serde(deny_unknown_fields)]` works. Tokens issued
+/// before a field was added to `T` lack it: give new fields
+/// `#[serde(default)]`, or use
+/// [`reload_claims`](crate::JwtAuthBuilder::reload_claims) so the next
+/// refresh writes them (until then such a token is refused as
+/// `invalid_token`, which makes clients refresh).
+///
 /// Serializes as the token's whole payload.
 ///
 /// ```
 /// use serde::Deserialize;
 /// use tower_jwt_auth::Claims;
 ///
-/// #[derive(Deserialize)]
-/// struct MyClaims { role: String }
+/// #[derive(Clone, Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct MyClaims {
+///     role: String,
+///     #[serde(default)] // added later: older tokens lack it
+///     team: Option<String>,
+/// }
 ///
 /// async fn admin_only(claims: Claims<MyClaims>) -> String {
 ///     format!("{} is {}", claims.sub(), claims.role)
@@ -83,6 +146,12 @@ pub struct Claims<T = NoClaims> {
     token: Arc<VerifiedToken>,
     /// Shared with every request carrying the same token: decoded once.
     custom: Arc<T>,
+}
+
+impl<T> Clone for Claims<T> {
+    fn clone(&self) -> Self {
+        Self { token: self.token.clone(), custom: self.custom.clone() }
+    }
 }
 
 impl<T> Claims<T> {
@@ -109,6 +178,11 @@ impl<T> Claims<T> {
     /// Token id.
     pub fn jti(&self) -> &str {
         &self.token.claims.jti
+    }
+
+    /// When the user last proved who they are, Unix seconds.
+    pub fn auth_time(&self) -> Option<u64> {
+        self.token.claims.auth_time
     }
 
     /// All registered claims.
@@ -179,6 +253,12 @@ where
     }
 }
 
+/// On optional routes ([`JwtAuth::optional`]): `None` for a visitor without
+/// credentials, for a cookie session that is over (its cookies are cleared)
+/// and, by default, while the store is unavailable (cookies kept); the
+/// rejection (401 `invalid_token`) for a bearer token that is invalid,
+/// expired or revoked, so API clients learn to refresh. Use
+/// [`Authentication`] to tell these cases apart.
 impl<S, T> OptionalFromRequestParts<S> for Claims<T>
 where
     S: Send + Sync,
@@ -187,10 +267,66 @@ where
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, AuthRejection> {
-        match parts.extensions.get::<AuthContext>() {
-            Some(AuthContext { auth, outcome: Ok(token) }) => Self::decode(auth, token).map(Some),
-            _ => Ok(None),
+        let context = AuthContext::get(parts)?;
+        match &context.outcome {
+            Ok(token) => Claims::decode(&context.auth, token).map(Some),
+            Err(Refusal::Refused(error)) => Err(context.rejection(error.clone())),
+            Err(Refusal::Unavailable) if !context.auth.inner.unavailable_as_guest => {
+                Err(context.rejection(AuthError::Unavailable))
+            }
+            Err(_) => Ok(None),
         }
+    }
+}
+
+/// Everything an optional route may want to know about the caller.
+///
+/// ```
+/// use tower_jwt_auth::Authentication;
+///
+/// async fn hello(auth: Authentication) -> String {
+///     match auth {
+///         Authentication::Authenticated(claims) => format!("hello {}", claims.sub()),
+///         Authentication::SessionEnded => "your session ended, please log in again".into(),
+///         Authentication::Unavailable => "hello (we could not check your session right now)".into(),
+///         _ => "hello visitor".into(),
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Authentication<T = NoClaims> {
+    /// A valid token.
+    Authenticated(Claims<T>),
+    /// No credentials at all.
+    Guest,
+    /// A cookie session that is over (revoked elsewhere, expired): the layer
+    /// clears its cookies on this response.
+    SessionEnded,
+    /// The session could not be checked (store down during a refresh, or
+    /// revocations still loading); cookies are kept.
+    Unavailable,
+    /// A presented credential was refused (an invalid, expired or revoked
+    /// bearer token).
+    Refused(AuthError),
+}
+
+impl<S, T> FromRequestParts<S> for Authentication<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AuthRejection> {
+        let context = AuthContext::get(parts)?;
+        Ok(match &context.outcome {
+            Ok(token) => Self::Authenticated(Claims::decode(&context.auth, token)?),
+            Err(Refusal::NoCredentials) => Self::Guest,
+            Err(Refusal::SessionEnded(_)) => Self::SessionEnded,
+            Err(Refusal::Unavailable) => Self::Unavailable,
+            Err(Refusal::Refused(error)) => Self::Refused(error.clone()),
+        })
     }
 }
 
@@ -205,14 +341,29 @@ impl<'de> Deserialize<'de> for NoClaims {
     }
 }
 
-/// The caller's session: log it out, log out everywhere, list and revoke the
-/// user's devices.
+/// The caller's session: log it out, log out everywhere (else), list and
+/// revoke the user's devices, re-authenticate.
+///
+/// It shares its name with `tower_sessions::Session`; import one of them
+/// under another name when an application uses both
+/// (`use tower_jwt_auth::Session as AuthSession;`).
 ///
 /// ```
-/// use tower_jwt_auth::{AuthError, LoggedOut, Session};
+/// use axum::{Json, extract::Path, http::StatusCode};
+/// use tower_jwt_auth::{AuthError, LoggedOut, Session, SessionInfo};
 ///
 /// async fn logout(session: Session) -> Result<LoggedOut, AuthError> {
 ///     session.logout().await
+/// }
+/// async fn logout_everywhere(session: Session) -> Result<LoggedOut, AuthError> {
+///     session.logout_all().await
+/// }
+/// async fn devices(session: Session) -> Result<Json<Vec<SessionInfo>>, AuthError> {
+///     Ok(Json(session.list().await?))
+/// }
+/// async fn revoke_device(session: Session, Path(id): Path<String>) -> Result<StatusCode, AuthError> {
+///     session.revoke(&id).await?;
+///     Ok(StatusCode::NO_CONTENT)
 /// }
 /// ```
 #[derive(Clone)]
@@ -242,13 +393,10 @@ impl Session {
     /// every instance) and answers `204` clearing both cookies.
     pub async fn logout(&self) -> Result<LoggedOut, AuthError> {
         match self.auth.revoke_session(self.user_id(), self.id()).await {
-            Ok(()) => Ok(LoggedOut { auth: self.auth.clone() }),
-            // Already gone (revoked elsewhere, expired): its access tokens
-            // still go at once here, and the cookies go too.
-            Err(AuthError::NotFound(_)) => {
-                self.auth.inner.sessions.forget(&[self.id().to_owned()]);
-                Ok(LoggedOut { auth: self.auth.clone() })
-            }
+            // Not a live session of this user (ended, revoked elsewhere,
+            // or a token naming another user's session): nothing to revoke,
+            // and nothing may be revoked in its name. The cookies still go.
+            Ok(()) | Err(AuthError::NotFound(_)) => Ok(LoggedOut { auth: self.auth.clone() }),
             Err(error) => Err(error),
         }
     }
@@ -257,6 +405,12 @@ impl Session {
     pub async fn logout_all(&self) -> Result<LoggedOut, AuthError> {
         self.auth.revoke_all_sessions(self.user_id()).await?;
         Ok(LoggedOut { auth: self.auth.clone() })
+    }
+
+    /// Revokes every other session of the user, keeping this one ("sign out
+    /// everywhere else"); returns how many were revoked.
+    pub async fn logout_others(&self) -> Result<usize, AuthError> {
+        self.auth.revoke_other_sessions(self.user_id(), self.id()).await
     }
 
     /// The user's live sessions, this one marked `current`.
@@ -269,6 +423,13 @@ impl Session {
     pub async fn revoke(&self, sid: &str) -> Result<(), AuthError> {
         self.auth.revoke_session(self.user_id(), sid).await
     }
+
+    /// Marks this session freshly authenticated after the application
+    /// checked the password again: same `sid`, `auth_time` now, new tokens
+    /// (see [`JwtAuth::reauthenticate`]).
+    pub async fn reauthenticate(&self) -> Result<Tokens, AuthError> {
+        self.auth.reauthenticate(self.user_id(), self.id()).await
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
@@ -276,6 +437,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AuthRejection> {
         let (auth, token) = AuthContext::from_parts(parts)?;
+        if auth.inner.sessions.is_none() {
+            return Err(AuthRejection {
+                auth: Some(auth.clone()),
+                error: AuthError::Misconfigured("this layer only verifies tokens: it has no sessions"),
+            });
+        }
         Ok(Self { auth: auth.clone(), token: token.clone() })
     }
 }

@@ -16,6 +16,8 @@ use jsonwebtoken::{
 };
 use sha2::{Sha256, Sha384, Sha512};
 
+use crate::token::ACCESS_TOKEN_TYP;
+
 /// A key could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -51,8 +53,9 @@ pub enum KeyError {
     IncompleteJwk,
 }
 
-/// A key that verifies tokens: a `kid`, the one algorithm it accepts, and the
-/// public (or shared) key material. Cheap to clone.
+/// A key that verifies tokens: a `kid`, the one algorithm it accepts, the
+/// public (or shared) key material, and the token type it vouches for.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct VerifyingKey {
     kid: Arc<str>,
@@ -60,6 +63,8 @@ pub struct VerifyingKey {
     decoding: Arc<DecodingKey>,
     /// The public JWK, for asymmetric keys only (secrets are never published).
     public_jwk: Option<Arc<Jwk>>,
+    /// The `typ` header tokens must carry (`None`: any).
+    typ: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -72,7 +77,13 @@ impl VerifyingKey {
     /// An HMAC (HS256/384/512) verification key.
     pub fn hmac(alg: Algorithm, kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
         check_hmac(alg, secret)?;
-        Ok(Self { kid: kid.into().into(), alg, decoding: Arc::new(DecodingKey::from_secret(secret)), public_jwk: None })
+        Ok(Self {
+            kid: kid.into().into(),
+            alg,
+            decoding: Arc::new(DecodingKey::from_secret(secret)),
+            public_jwk: None,
+            typ: Some(ACCESS_TOKEN_TYP.into()),
+        })
     }
 
     /// An asymmetric verification key from a public-key PEM (RSA, EC or Ed25519).
@@ -105,7 +116,49 @@ impl VerifyingKey {
         jwk.common.key_id = Some(kid.clone());
         jwk.common.key_algorithm = Some(KeyAlgorithm::from(alg));
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        Self { kid: kid.into(), alg, decoding: Arc::new(decoding), public_jwk: Some(Arc::new(jwk)) }
+        Self {
+            kid: kid.into(),
+            alg,
+            decoding: Arc::new(decoding),
+            public_jwk: Some(Arc::new(jwk)),
+            typ: Some(ACCESS_TOKEN_TYP.into()),
+        }
+    }
+
+    /// The `typ` header tokens verified by this key must carry. By default
+    /// `Some("at+jwt")` (RFC 9068; `application/at+jwt` too, compared without
+    /// case), so an ID token or any other JWT this key signed is never taken
+    /// for an access token. `None` accepts any `typ` or none, for a foreign
+    /// issuer whose access tokens carry no `typ`: then require `issuer` and
+    /// `audience` so its other tokens are still refused.
+    ///
+    /// ```
+    /// use tower_jwt_auth::{Algorithm, VerifyingKey};
+    /// let pem = b"-----BEGIN PUBLIC KEY-----
+    /// MCowBQYDK2VwAyEABBs2odKXUYb7KBeBler9cmGP6FUsJhidm7H+PKtpjj4=
+    /// -----END PUBLIC KEY-----";
+    /// let foreign = VerifyingKey::from_public_pem(Algorithm::EdDSA, "idp-1", pem)?.require_typ(None);
+    /// # drop(foreign);
+    /// # Ok::<(), tower_jwt_auth::KeyError>(())
+    /// ```
+    #[must_use]
+    pub fn require_typ(mut self, typ: Option<&str>) -> Self {
+        self.typ = typ.map(Into::into);
+        self
+    }
+
+    /// Whether a token whose header says `typ` may be verified by this key.
+    pub(crate) fn accepts_typ(&self, typ: Option<&str>) -> bool {
+        let Some(required) = &self.typ else { return true };
+        let Some(typ) = typ else { return false };
+        let bare = |t: &str| {
+            let t = t.trim();
+            match t.get(..12) {
+                Some(prefix) if prefix.eq_ignore_ascii_case("application/") => t[12..].to_owned(),
+                _ => t.to_owned(),
+            }
+        };
+        bare(typ).eq_ignore_ascii_case(&bare(required))
     }
 
     /// The key id tokens name in their header.
@@ -282,6 +335,40 @@ fn check_hmac(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
         return Err(KeyError::WeakSecret { alg, min, len: secret.len() });
     }
     Ok(())
+}
+
+/// What a key set says about a `kid`.
+pub(crate) enum KeyLookup {
+    Found(VerifyingKey),
+    /// No such key: refuse the token.
+    Unknown,
+    /// Keys come from elsewhere and none has arrived yet: answer 503.
+    #[allow(dead_code)] // until remote key sources land
+    NotReady,
+}
+
+/// The keys a verifier trusts, found by `kid`.
+#[derive(Clone, Default)]
+pub(crate) struct KeySet {
+    local: Vec<VerifyingKey>,
+}
+
+impl KeySet {
+    pub(crate) fn new(local: Vec<VerifyingKey>) -> Self {
+        Self { local }
+    }
+
+    pub(crate) fn lookup(&self, kid: &str) -> KeyLookup {
+        match self.local.iter().find(|key| key.kid() == kid) {
+            Some(key) => KeyLookup::Found(key.clone()),
+            None => KeyLookup::Unknown,
+        }
+    }
+
+    /// The keys configured in this process (not fetched ones).
+    pub(crate) fn local(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.local.iter()
+    }
 }
 
 /// The public JWKS document of every asymmetric key in `keys` (RFC 7517).

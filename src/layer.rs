@@ -22,9 +22,10 @@ use crate::{
     config::JwtAuth,
     cookies,
     error::AuthError,
-    extract::AuthContext,
+    extract::{AuthContext, Refusal},
     refresh_token,
-    response::{NO_STORE, SessionEnded},
+    response::SessionEnded,
+    revocation::Check,
     session::Tokens,
     token::VerifiedToken,
 };
@@ -49,7 +50,10 @@ enum Found {
     Token(Arc<VerifiedToken>),
     /// Cookie session whose access token is missing or stale: rotate this refresh token.
     Refresh(String),
+    /// Refused outright, whatever the mode (malformed request, cross-site).
     Rejected(AuthError),
+    /// Not authenticated: rejected on required routes, handed to handlers on optional ones.
+    Refused(Refusal),
 }
 
 impl JwtAuth {
@@ -57,21 +61,27 @@ impl JwtAuth {
     /// needing the store is returned as [`Found::Refresh`].
     fn authenticate<B>(&self, request: &Request<B>) -> Found {
         let headers = request.headers();
-        let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
-        if let Some(value) = authorization.next() {
-            if authorization.next().is_some() {
-                return Found::Rejected(AuthError::InvalidRequest("Only one Authorization header is allowed"));
+        match bearer_header(headers) {
+            Ok(Some(value)) => {
+                return match self.verify_bearer(value) {
+                    Ok(token) => Found::Token(token),
+                    Err(AuthError::Unavailable) => Found::Refused(Refusal::Unavailable),
+                    Err(error @ AuthError::InvalidRequest(_)) => Found::Rejected(error),
+                    Err(error) => Found::Refused(Refusal::Refused(error)),
+                };
             }
-            return match self.verify_bearer(value) {
-                Ok(token) => Found::Token(token),
-                Err(error) => Found::Rejected(error),
-            };
+            Ok(None) => {}
+            Err(error) => return Found::Rejected(error),
         }
         let cookie_names = &self.inner.cookies;
-        let access = cookies::find(headers, &cookie_names.access_name);
-        let refresh = cookies::find(headers, &cookie_names.refresh_name);
+        let access =
+            if self.inner.read_access_cookie { cookies::find(headers, &cookie_names.access_name) } else { None };
+        let refresh = match self.inner.sessions {
+            Some(_) => cookies::find(headers, &cookie_names.refresh_name),
+            None => None,
+        };
         if access.is_none() && refresh.is_none() {
-            return Found::Rejected(AuthError::MissingCredentials);
+            return Found::Refused(Refusal::NoCredentials);
         }
         // Cookies ride along with cross-site requests: refuse those before
         // anything else happens (no refresh, no rotation).
@@ -86,16 +96,23 @@ impl JwtAuth {
                     Err(error) => Found::Rejected(error),
                 };
             }
+            Some(Err(AuthError::Unavailable)) => return Found::Refused(Refusal::Unavailable),
             Some(Err(error)) => error,
             None => AuthError::MissingCredentials,
         };
-        let Some(refresh) = refresh else { return Found::Rejected(access_error) };
+        let Some(refresh) = refresh else {
+            // A stale access cookie and no way to refresh it: the session is over.
+            return Found::Refused(match self.inner.sessions {
+                Some(_) => Refusal::SessionEnded(access_error),
+                None => Refusal::Refused(access_error),
+            });
+        };
         if refresh.len() > refresh_token::MAX_LEN {
-            return Found::Rejected(AuthError::InvalidToken("The refresh token is invalid"));
+            return Found::Refused(Refusal::SessionEnded(AuthError::InvalidToken("The refresh token is invalid")));
         }
         // A refresh cookie that names no session fails the refresh itself.
         if csrf.double_submit.is_some()
-            && let Some(sid) = self.inner.sessions.session_id_of(refresh)
+            && let Some(sid) = self.inner.sessions.as_ref().and_then(|s| s.session_id_of(refresh))
             && let Err(error) = csrf.check_token(method, headers, &sid)
         {
             return Found::Rejected(error);
@@ -121,15 +138,39 @@ impl JwtAuth {
     }
 
     fn check_revocation(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, AuthError> {
-        if verified.is_revoked(&self.inner.revocations) {
-            return Err(AuthError::InvalidToken("The session was revoked"));
+        match verified.check(&self.inner.revocations) {
+            Check::Clean => Ok(verified),
+            Check::Revoked => Err(AuthError::InvalidToken("The session was revoked")),
+            // Claims changed since it was issued: refresh to get the new ones.
+            Check::Stale => Err(AuthError::EXPIRED),
+            Check::NotLoaded => Err(AuthError::Unavailable),
         }
-        Ok(verified)
     }
 
-    fn context(&self, outcome: Result<Arc<VerifiedToken>, AuthError>) -> AuthContext {
+    fn context(&self, outcome: Result<Arc<VerifiedToken>, Refusal>) -> AuthContext {
         AuthContext { auth: self.clone(), outcome }
     }
+}
+
+/// The request's one `Authorization: Bearer` header, if any. Headers of
+/// other schemes (a proxy's `Basic`, `Negotiate`) are not bearer credentials
+/// and are ignored; two bearer headers are a malformed request.
+fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&HeaderValue>, AuthError> {
+    let mut bearer = headers.get_all(header::AUTHORIZATION).iter().filter(|value| is_bearer(value));
+    let first = bearer.next();
+    if bearer.next().is_some() {
+        return Err(AuthError::InvalidRequest("Only one Authorization: Bearer header is allowed"));
+    }
+    Ok(first)
+}
+
+/// Whether the header's scheme is `Bearer` (case-insensitive, RFC 7235):
+/// `Bearer` followed by nothing or by a byte that cannot continue a scheme
+/// name (so `Bearer,x` is a malformed bearer header, `Bearerx y` another scheme).
+fn is_bearer(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"bearer") && bytes.get(6).is_none_or(|&b| !tchar(b))
 }
 
 const MALFORMED: AuthError = AuthError::InvalidRequest("The Authorization header is malformed");
@@ -175,7 +216,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let auth = &self.auth;
-        let error = match auth.authenticate(&request) {
+        let refusal = match auth.authenticate(&request) {
             Found::Token(token) => {
                 request.extensions_mut().insert(auth.context(Ok(token)));
                 return ResponseFuture::inner(self.inner.call(request), After::Nothing);
@@ -193,14 +234,23 @@ where
                     },
                 };
             }
-            Found::Rejected(error) => error,
+            Found::Rejected(error) => {
+                tracing::debug!(reason = %error, "request refused");
+                return ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error), after: None } };
+            }
+            Found::Refused(refusal) => refusal,
         };
-        tracing::debug!(reason = %error, "request not authenticated");
-        if auth.optional && !matches!(error, AuthError::InvalidRequest(_)) {
-            request.extensions_mut().insert(auth.context(Err(error)));
-            ResponseFuture::inner(self.inner.call(request), After::Nothing)
+        let after = match refusal {
+            Refusal::SessionEnded(_) => After::ClearCookies(auth.clone()),
+            _ => After::Nothing,
+        };
+        if auth.optional {
+            request.extensions_mut().insert(auth.context(Err(refusal)));
+            ResponseFuture::inner(self.inner.call(request), after)
         } else {
-            ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error) } }
+            let error = refusal.error();
+            tracing::debug!(reason = %error, "request not authenticated");
+            ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error), after: Some(after) } }
         }
     }
 }
@@ -242,6 +292,7 @@ pin_project! {
         Reject {
             auth: JwtAuth,
             error: Option<AuthError>,
+            after: Option<After>,
         },
     }
 }
@@ -281,18 +332,15 @@ where
                             let token = tokens.refreshed.access.verified.0.clone();
                             (Ok(token), After::SetCookies(tokens))
                         }
+                        Err(AuthError::Unavailable) => (Err(Refusal::Unavailable), After::Nothing),
                         Err(error) => {
-                            tracing::debug!(reason = %error, "transparent refresh failed");
-                            let after = match error {
-                                AuthError::Unavailable => After::Nothing,
-                                _ => After::ClearCookies(auth.clone()),
-                            };
-                            (Err(as_resource_error(error)), after)
+                            tracing::debug!(reason = %error, "transparent refresh refused: the session is over");
+                            (Err(Refusal::SessionEnded(as_resource_error(error))), After::ClearCookies(auth.clone()))
                         }
                     };
                     match outcome {
-                        Err(error) if !auth.optional => {
-                            let mut response = auth.reject(error);
+                        Err(refusal) if !auth.optional => {
+                            let mut response = auth.reject(refusal.error());
                             apply(&mut response, after);
                             return Poll::Ready(Ok(response));
                         }
@@ -308,9 +356,13 @@ where
                     apply(&mut response, std::mem::replace(after, After::Nothing));
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Reject { auth, error } => {
+                StateProj::Reject { auth, error, after } => {
                     let error = error.take().expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(auth.reject(error)));
+                    let mut response = auth.reject(error);
+                    if let Some(after) = after.take() {
+                        apply(&mut response, after);
+                    }
+                    return Poll::Ready(Ok(response));
                 }
             }
         }
@@ -333,10 +385,7 @@ fn apply(response: &mut Response, after: After) {
     match after {
         After::Nothing => {}
         After::SetCookies(tokens) => tokens.append_cookies(response.headers_mut()),
-        After::ClearCookies(auth) => {
-            auth.inner.cookies.clear_both(response.headers_mut());
-            response.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
-        }
+        After::ClearCookies(auth) => auth.clear_cookies(response),
     }
 }
 
@@ -345,15 +394,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_bearer_headers_are_credentials() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwdw=="));
+        assert_eq!(bearer_header(&headers).unwrap(), None, "another scheme is no credential");
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer_header(&headers).unwrap().unwrap(), "bearer abc");
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer def"));
+        assert!(bearer_header(&headers).is_err(), "two bearer headers");
+        for not_bearer in ["Bearerx abc", "Negotiate abc", "", "Token abc"] {
+            assert!(!is_bearer(&HeaderValue::from_static(not_bearer)), "{not_bearer:?}");
+        }
+    }
+
+    #[test]
     fn bearer_parsing_is_strict() {
         let ok = |v: &'static str| bearer_token(&HeaderValue::from_static(v)).and_then(b64token).map(str::to_owned);
         assert_eq!(ok("Bearer abc.def-_~+/=="), Ok("abc.def-_~+/==".to_owned()));
         assert_eq!(ok("bearer abc"), Ok("abc".to_owned()));
         for bad in ["Bearer", "Bearer ", "Bearer  abc", "Bearer abc def", "Bearer abc ", "Bearer a=b", "Bearer ===="] {
             assert_eq!(ok(bad), Err(AuthError::InvalidRequest("The Authorization header is malformed")), "{bad:?}");
-        }
-        for bad in ["Basic abc", "Token abc", "abc"] {
-            assert!(matches!(ok(bad), Err(AuthError::InvalidRequest(d)) if d.contains("Bearer scheme")), "{bad:?}");
         }
     }
 }

@@ -3,12 +3,16 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod challenge;
+mod client_info;
+mod clock;
 mod config;
 mod cookies;
 mod csrf;
 mod error;
 mod extract;
 mod flight;
+pub mod guard;
 mod keys;
 mod layer;
 mod random;
@@ -23,13 +27,14 @@ pub mod testing;
 pub mod threat_model {}
 mod token;
 
+pub use client_info::ClientInfo;
 pub use config::{ConfigError, JwtAuth, JwtAuthBuilder};
 pub use cookie::SameSite;
 pub use error::AuthError;
-pub use extract::{AuthRejection, Claims, NoClaims, Session};
+pub use extract::{AuthRejection, Authentication, Claims, NoClaims, Session};
 pub use jsonwebtoken::jwk;
 pub use keys::{Algorithm, KeyError, SigningKey, VerifyingKey};
 pub use layer::{JwtAuthService, ResponseFuture};
 pub use response::{CookieTokens, LoggedOut, TokenResponse};
-pub use session::{ClientInfo, SessionInfo, Tokens};
+pub use session::{SessionInfo, Tokens};
 pub use token::{AccessToken, RegisteredClaims};

@@ -55,6 +55,16 @@ impl Tokens {
     }
 }
 
+impl JwtAuth {
+    /// Clears the auth cookies on `response`, with `Cache-Control: private,
+    /// no-store` whatever the response said (a custom rejection renderer
+    /// included).
+    pub(crate) fn clear_cookies(&self, response: &mut Response) {
+        self.inner.cookies.clear_both(response.headers_mut());
+        response.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+    }
+}
+
 /// Tokens delivered as cookies; see [`Tokens::into_cookies`].
 #[derive(Debug)]
 pub struct CookieTokens(Tokens);
@@ -112,8 +122,7 @@ pub struct LoggedOut {
 impl IntoResponse for LoggedOut {
     fn into_response(self) -> Response {
         let mut response = StatusCode::NO_CONTENT.into_response();
-        self.auth.inner.cookies.clear_both(response.headers_mut());
-        response.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+        self.auth.clear_cookies(&mut response);
         response.extensions_mut().insert(SessionEnded);
         response
     }

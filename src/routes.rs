@@ -61,10 +61,11 @@ async fn refresh(State(auth): State<JwtAuth>, request: Request) -> Response {
         };
     }
     let Some(token) = cookies::find(&parts.headers, &auth.inner.cookies.refresh_name) else {
-        return auth.reject(AuthError::InvalidGrant("No refresh token was provided"));
+        // RFC 6749 §5.2: a missing parameter is `invalid_request`.
+        return auth.reject(AuthError::InvalidRequest("No refresh token was provided"));
     };
     let csrf = &auth.inner.csrf;
-    let sid = auth.inner.sessions.session_id_of(token).unwrap_or_default();
+    let sid = auth.inner.sessions.as_ref().and_then(|s| s.session_id_of(token)).unwrap_or_default();
     let checked = csrf.check(&parts.method, &parts.uri, &parts.headers);
     if let Err(error) = checked.and_then(|()| csrf.check_token(&parts.method, &parts.headers, &sid)) {
         return auth.reject(error);
@@ -75,7 +76,7 @@ async fn refresh(State(auth): State<JwtAuth>, request: Request) -> Response {
             let unavailable = error == AuthError::Unavailable;
             let mut response = auth.reject(error);
             if !unavailable {
-                auth.inner.cookies.clear_both(response.headers_mut());
+                auth.clear_cookies(&mut response);
             }
             response
         }

@@ -1,14 +1,13 @@
 //! Minting access tokens in tests: any claims, any times, any key, so both
 //! your handlers and your rejection paths can be exercised without a login.
 
-use jsonwebtoken::Header;
 use serde::Serialize;
 
 use crate::{
+    clock::now_ms,
     config::JwtAuth,
     keys::SigningKey,
-    revocation::now_ms,
-    token::{TokenSpec, custom_claims_json, sign},
+    token::{TokenSpec, access_token_header, custom_claims_json, sign},
 };
 
 /// A token being minted; from [`JwtAuth::test_token`].
@@ -32,6 +31,8 @@ pub struct TestToken<'a> {
     issuer: Option<String>,
     audience: Option<String>,
     key: Option<SigningKey>,
+    auth_time_in: Option<i64>,
+    typ: Option<String>,
 }
 
 impl JwtAuth {
@@ -44,11 +45,13 @@ impl JwtAuth {
             sub: sub.to_owned(),
             sid: crate::random::session_id(),
             custom_json: "{}".to_owned(),
-            expires_in: self.inner.issuer.ttl.as_secs() as i64,
+            expires_in: self.inner.issuer.as_ref().map_or(900, |i| i.ttl.as_secs() as i64),
             not_before_in: None,
-            issuer: self.inner.issuer.issuer().map(str::to_owned),
-            audience: self.inner.issuer.audience().map(str::to_owned),
+            issuer: self.inner.issuer.as_ref().and_then(|i| i.issuer()).map(str::to_owned),
+            audience: self.inner.issuer.as_ref().and_then(|i| i.audience()).map(str::to_owned),
             key: None,
+            auth_time_in: Some(0),
+            typ: Some(crate::token::ACCESS_TOKEN_TYP.to_owned()),
         }
     }
 }
@@ -91,6 +94,18 @@ impl TestToken<'_> {
         self
     }
 
+    /// Seconds from now of `auth_time` (negative: in the past; `None` leaves it out).
+    pub fn auth_time_in(mut self, seconds: Option<i64>) -> Self {
+        self.auth_time_in = seconds;
+        self
+    }
+
+    /// The `typ` header (`at+jwt` by default; `None` leaves it out).
+    pub fn typ(mut self, typ: Option<&str>) -> Self {
+        self.typ = typ.map(str::to_owned);
+        self
+    }
+
     /// Signs with another key (for unknown-key and rotation tests).
     pub fn signed_with(mut self, key: &SigningKey) -> Self {
         self.key = Some(key.clone());
@@ -101,9 +116,13 @@ impl TestToken<'_> {
     pub fn sign(self) -> String {
         let now = (now_ms() / 1000) as i64;
         let at = |offset: i64| (now + offset).max(0) as u64;
-        let key = self.key.as_ref().unwrap_or_else(|| self.auth.inner.issuer.key());
-        let mut header = Header::new(key.algorithm());
-        header.kid = Some(key.kid().to_owned());
+        let key = match (&self.key, &self.auth.inner.issuer) {
+            (Some(key), _) => key,
+            (None, Some(issuer)) => issuer.key(),
+            (None, None) => panic!("a verify-only layer has no signing key: use `signed_with`"),
+        };
+        let mut header = access_token_header(key);
+        header.typ = self.typ.clone();
         let jti = crate::random::token_id();
         let spec = TokenSpec {
             sub: &self.sub,
@@ -115,6 +134,7 @@ impl TestToken<'_> {
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),
             jti: &jti,
+            auth_time: self.auth_time_in.map(at),
         };
         sign(key, &header, &spec).expect("the test key signs").token
     }

@@ -263,7 +263,7 @@ async fn a_page_on_another_origin_cannot_log_the_user_out_with_a_form_post() {
         let same_site = forged_post(&browser, &format!("http://localhost:{attacker}"), &target).await;
         assert_eq!(same_site, 403, "cross-origin form POST to /{endpoint} with the cookies must be refused");
         let body = browser.js("return document.body.innerText").await;
-        assert!(body.as_str().unwrap_or_default().contains("invalid_request"), "{body}");
+        assert!(body.as_str().unwrap_or_default().contains("access_denied"), "{body}");
     }
 
     open_demo(&browser, &demo).await;

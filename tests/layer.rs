@@ -102,7 +102,7 @@ async fn no_credentials_is_a_bare_401() {
     let reply = send(app(&auth()), Request::get("/me").body(Body::empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.www_authenticate(), r#"Bearer realm="test""#);
-    assert_eq!(reply.body["error"], "unauthorized");
+    assert_eq!(reply.body["error"], "login_required");
     assert!(reply.body["error_description"].is_string());
 }
 
@@ -110,7 +110,6 @@ async fn no_credentials_is_a_bare_401() {
 async fn malformed_authorization_headers_are_400_invalid_request() {
     let token = auth().test_token("alice").sign();
     for value in [
-        format!("Basic {token}"),
         format!("Bearer  {token}"),
         format!("Bearer {token} {token}"),
         format!("Bearer {token} "),
@@ -127,6 +126,35 @@ async fn malformed_authorization_headers_are_400_invalid_request() {
         .body(Body::empty())
         .unwrap();
     send(app(&auth()), two).await.assert_rejected(StatusCode::BAD_REQUEST, "invalid_request", "one Authorization");
+}
+
+/// A proxy's `Basic` (or any other scheme) is not a bearer credential: the
+/// request is as if it had none, and its cookies still authenticate it.
+#[tokio::test]
+async fn other_authorization_schemes_are_not_credentials() {
+    let auth = auth();
+    let token = auth.test_token("alice").claims(&json!({ "role": "admin" })).sign();
+    for scheme in ["Basic dXNlcjpwYXNz", "Negotiate abc", "Digest username=x"] {
+        let reply = send(app(&auth), get_with("authorization", scheme)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{scheme}");
+        assert_eq!(
+            reply.www_authenticate(),
+            r#"Bearer realm="test""#,
+            "{scheme}: no error code, as without credentials"
+        );
+        let with_cookie = Request::get("/me")
+            .header("authorization", scheme)
+            .header("cookie", format!("__Host-access={token}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(app(&auth), with_cookie).await.status, StatusCode::OK, "{scheme} + cookie");
+        let bearer_too = Request::get("/me")
+            .header("authorization", scheme)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(app(&auth), bearer_too).await.status, StatusCode::OK, "{scheme} + bearer");
+    }
 }
 
 #[tokio::test]
@@ -356,18 +384,21 @@ async fn optional_mode_passes_the_unauthenticated_through() {
         "alice"
     );
 
-    // A bad token is anonymous for `Option<Claims>`...
+    // A presented but bad bearer token is refused even by `Option<Claims>`,
+    // so API clients learn to refresh...
     let expired = auth.test_token("alice").expires_in(-3600).sign();
     let request =
         || Request::get("/").header("authorization", format!("Bearer {expired}")).body(Body::empty()).unwrap();
-    assert_eq!(send(app.clone(), request()).await.body, "anonymous");
-    // ...while a handler that requires claims answers the original reason.
+    send(app.clone(), request()).await.assert_rejected(StatusCode::UNAUTHORIZED, "invalid_token", "expired");
+    // ...as by a handler that requires claims.
     let strict =
         Request::get("/strict").header("authorization", format!("Bearer {expired}")).body(Body::empty()).unwrap();
     send(app.clone(), strict).await.assert_rejected(StatusCode::UNAUTHORIZED, "invalid_token", "expired");
-    // A malformed header is still a client error.
-    let malformed = Request::get("/").header("authorization", "Basic x").body(Body::empty()).unwrap();
-    assert_eq!(send(app, malformed).await.status, StatusCode::BAD_REQUEST);
+    // A malformed bearer header is a client error; another scheme is no credential.
+    let malformed = Request::get("/").header("authorization", "Bearer a b").body(Body::empty()).unwrap();
+    assert_eq!(send(app.clone(), malformed).await.status, StatusCode::BAD_REQUEST);
+    let basic = Request::get("/").header("authorization", "Basic x").body(Body::empty()).unwrap();
+    assert_eq!(send(app, basic).await.body, "anonymous");
 }
 
 #[tokio::test]

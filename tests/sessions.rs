@@ -323,7 +323,8 @@ async fn the_refresh_endpoint_speaks_rfc6749() {
     assert!(reply.cookie("__Host-refresh").is_some_and(|c| c != tokens.refresh_token()));
     assert_eq!(reply.headers[header::CACHE_CONTROL], "private, no-store");
     let none = send(&app, Request::post("/auth/refresh").body(Body::empty()).unwrap()).await;
-    assert_eq!((none.status, none.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    // Nothing to refresh with: a missing parameter (RFC 6749 §5.2).
+    assert_eq!((none.status, none.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
 }
 
 #[tokio::test]
@@ -344,7 +345,7 @@ async fn cross_site_cookie_requests_are_refused_before_any_rotation() {
         let reply = send(&app, cross_site(uri)).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
         assert!(reply.headers[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer"));
-        assert_eq!(reply.body["error"], "invalid_request");
+        assert_eq!(reply.body["error"], "access_denied");
         assert!(reply.set_cookies().is_empty());
     }
     // No rotation happened: the refresh token is still the current one

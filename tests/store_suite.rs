@@ -129,6 +129,7 @@ mod cases {
             user_agent: Some(AGENT.into()),
             ip: Some("203.0.113.7".into()),
             created_at_ms: t,
+            auth_time_ms: t,
             last_used_at_ms: t,
             counter: 0,
             rotated_at_ms: 0,
@@ -163,6 +164,7 @@ mod cases {
                 user_agent: Some(AGENT.into()),
                 ip: Some("203.0.113.7".into()),
                 created_at_ms: t,
+                auth_time_ms: t,
                 last_used_at_ms: t + MINUTE,
                 counter: 1,
                 rotated_at_ms: t + MINUTE,
@@ -211,15 +213,54 @@ mod cases {
         assert_eq!(store.rotate(&u, &s, 2, t, &policy()).await.unwrap(), RotateOutcome::NotFound);
     }
 
-    pub async fn future_counter_is_theft<B: Backend>(backend: &B) {
+    pub async fn far_future_counter_is_theft<B: Backend>(backend: &B) {
         let store = backend.open().await;
         let (u, t) = (user("future"), real_now());
-        for presented in [1, 5, u64::MAX] {
+        for presented in [2, 5, u64::MAX] {
             let s = sid("future");
             store.create(new_session(&u, &s, t), &policy()).await.unwrap();
             assert_theft(store.rotate(&u, &s, presented, t, &policy()).await.unwrap(), &u, &s);
             assert_eq!(store.rotate(&u, &s, 0, t, &policy()).await.unwrap(), RotateOutcome::NotFound);
         }
+    }
+
+    /// The client holds successor `n + 1` of the stored counter `n`: a
+    /// rotation the store lost (failover). It catches up instead of calling
+    /// it theft; older tokens stay theft.
+    pub async fn one_ahead_fast_forwards<B: Backend>(backend: &B) {
+        let store = backend.open().await;
+        let (u, s, t) = (user("ahead"), sid("ahead"), real_now());
+        store.create(new_session(&u, &s, t), &policy()).await.unwrap();
+        let caught_up = match store.rotate(&u, &s, 1, t + 1000, &policy()).await.unwrap() {
+            RotateOutcome::FastForwarded(record) => record,
+            other => panic!("expected FastForwarded, got {other:?}"),
+        };
+        assert_eq!((caught_up.counter, caught_up.rotated_at_ms, caught_up.auth_time_ms), (2, t + 1000, t));
+        // Parallel tabs with the same token converge on the same successor.
+        assert_eq!(replayed(store.rotate(&u, &s, 1, t + 2000, &policy()).await.unwrap()), caught_up);
+        assert_eq!(rotated(store.rotate(&u, &s, 2, t + 3000, &policy()).await.unwrap()).counter, 3);
+        // The token the store had (0) is now three generations old: theft.
+        assert_theft(store.rotate(&u, &s, 0, t + 4000, &policy()).await.unwrap(), &u, &s);
+    }
+
+    /// Re-authentication moves `auth_time` and nothing else; 100 rotations
+    /// never move it.
+    pub async fn auth_time_survives_rotations_and_moves_on_reauthentication<B: Backend>(backend: &B) {
+        let store = backend.open().await;
+        let (u, s, t) = (user("auth"), sid("auth"), real_now());
+        store.create(new_session(&u, &s, t), &policy()).await.unwrap();
+        let mut record = None;
+        for counter in 0..100 {
+            record = Some(rotated(store.rotate(&u, &s, counter, t + 1 + counter, &policy()).await.unwrap()));
+        }
+        let record = record.unwrap();
+        assert_eq!((record.counter, record.auth_time_ms), (100, t));
+        let fresh = store.reauthenticate(&u, &s, t + 500, &policy()).await.unwrap().expect("live");
+        assert_eq!(fresh, SessionRecord { auth_time_ms: t + 500, ..record });
+        assert_eq!(rotated(store.rotate(&u, &s, 100, t + 600, &policy()).await.unwrap()).auth_time_ms, t + 500);
+        assert_eq!(store.reauthenticate(&u, &sid("unknown"), t, &policy()).await.unwrap(), None);
+        assert_eq!(store.reauthenticate(&user("other"), &s, t, &policy()).await.unwrap(), None);
+        assert_eq!(store.reauthenticate(&u, &s, t + 600 + 2 * HOUR, &policy()).await.unwrap(), None, "expired");
     }
 
     pub async fn idle_expiry<B: Backend>(backend: &B) {
@@ -301,14 +342,58 @@ mod cases {
         }
         let kept = sid("kept");
         store.create(new_session(&bystander, &kept, t), &policy()).await.unwrap();
-        let revoked: BTreeSet<String> = store.revoke_all(&u, t + 5, &policy()).await.unwrap().into_iter().collect();
+        let revoked: BTreeSet<String> =
+            store.revoke_all(&u, None, t + 5, &policy()).await.unwrap().into_iter().collect();
         assert_eq!(revoked, sids);
         assert!(store.list(&u, t + 5).await.unwrap().is_empty());
         for s in &sids {
             assert_eq!(store.rotate(&u, s, 0, t + 5, &policy()).await.unwrap(), RotateOutcome::NotFound);
         }
-        assert!(store.revoke_all(&u, t + 5, &policy()).await.unwrap().is_empty());
+        assert!(store.revoke_all(&u, None, t + 5, &policy()).await.unwrap().is_empty());
         assert_eq!(store.list(&bystander, t + 5).await.unwrap().len(), 1);
+    }
+
+    pub async fn revoke_all_but_one<B: Backend>(backend: &B) {
+        let store = backend.open().await;
+        let list = Arc::new(RevocationList::new());
+        store.attach(list.clone());
+        let (u, t) = (user("others"), real_now());
+        let sids: Vec<String> = (0..3).map(|i| sid(&format!("others{i}"))).collect();
+        for s in &sids {
+            store.create(new_session(&u, s, t), &policy()).await.unwrap();
+        }
+        let revoked: BTreeSet<String> =
+            store.revoke_all(&u, Some(&sids[1]), t + 5, &policy()).await.unwrap().into_iter().collect();
+        assert_eq!(revoked, BTreeSet::from([sids[0].clone(), sids[2].clone()]));
+        let left: Vec<String> = store.list(&u, t + 5).await.unwrap().into_iter().map(|r| r.sid).collect();
+        assert_eq!(left, vec![sids[1].clone()]);
+        assert_eq!(rotated(store.rotate(&u, &sids[1], 0, t + 6, &policy()).await.unwrap()).counter, 1);
+        eventually(Duration::from_secs(2), "others revoked everywhere", || {
+            list.is_revoked(&sids[0]) && list.is_revoked(&sids[2])
+        })
+        .await;
+        assert!(!list.is_revoked(&sids[1]));
+        // Keeping a session that is not there keeps nothing.
+        assert_eq!(store.revoke_all(&u, Some("nope"), t + 7, &policy()).await.unwrap(), vec![sids[1].clone()]);
+    }
+
+    pub async fn stale_tokens_reach_every_instance<B: Backend>(backend: &B) {
+        let (here, there) = (backend.open().await, backend.open().await);
+        let list = Arc::new(RevocationList::new());
+        here.attach(list.clone());
+        eventually(Duration::from_secs(2), "list loaded", || list.is_loaded()).await;
+        let (u, t) = (user("stale"), real_now());
+        there.invalidate_tokens(&u, t, &policy()).await.unwrap();
+        eventually(Duration::from_secs(2), "stale-before reaches another instance", || {
+            list.stale_before_ms(&u) == Some(t)
+        })
+        .await;
+        // A later instance loads it.
+        let late = backend.open().await;
+        let loaded = Arc::new(RevocationList::new());
+        late.attach(loaded.clone());
+        eventually(Duration::from_secs(2), "stale-before loaded", || loaded.stale_before_ms(&u) == Some(t)).await;
+        assert_eq!(loaded.stale_before_ms(&user("bystander")), None);
     }
 
     pub async fn attach_sees_other_instances<B: Backend>(backend: &B) {
@@ -329,7 +414,7 @@ mod cases {
         assert_eq!(there.create(new_session(&u, &survivor, t + 1), &capped).await.unwrap(), vec![evicted.clone()]);
         eventually(ceiling, "eviction reaches another instance", || list.is_revoked(&evicted)).await;
         assert!(!list.is_revoked(&survivor));
-        assert_eq!(there.revoke_all(&u, t + 1, &policy()).await.unwrap(), vec![survivor.clone()]);
+        assert_eq!(there.revoke_all(&u, None, t + 1, &policy()).await.unwrap(), vec![survivor.clone()]);
         eventually(ceiling, "revoke_all reaches another instance", || list.is_revoked(&survivor)).await;
     }
 
@@ -341,7 +426,8 @@ mod cases {
         let late = backend.open().await;
         let list = Arc::new(RevocationList::new());
         late.attach(list.clone());
-        eventually(Duration::from_secs(2), "revocations made before attach are loaded", || list.is_revoked(&s)).await;
+        eventually(Duration::from_secs(2), "the list is marked loaded", || list.is_loaded()).await;
+        assert!(list.is_revoked(&s), "revocations made before attach are loaded before the list says so");
     }
 
     pub async fn concurrent_rotation_rotates_once<B: Backend>(backend: &B) {
@@ -376,8 +462,10 @@ macro_rules! suite {
     ($backend:ident = $setup:expr) => {
         suite!(@cases $backend = $setup;
             create_list_round_trip, rotate_current, replay_within_grace, previous_after_grace_is_theft,
-            two_behind_is_theft, future_counter_is_theft, idle_expiry, sliding_but_capped_by_absolute,
-            max_sessions_evicts_oldest, revoke_owner_only, revoke_all, attach_sees_other_instances,
+            two_behind_is_theft, far_future_counter_is_theft, one_ahead_fast_forwards,
+            auth_time_survives_rotations_and_moves_on_reauthentication, idle_expiry,
+            sliding_but_capped_by_absolute, max_sessions_evicts_oldest, revoke_owner_only, revoke_all,
+            revoke_all_but_one, stale_tokens_reach_every_instance, attach_sees_other_instances,
             attach_loads_earlier_revocations, concurrent_rotation_rotates_once);
     };
     (@cases $backend:ident = $setup:expr; $($case:ident),* $(,)?) => {

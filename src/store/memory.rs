@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{NewSession, RotateOutcome, SessionPolicy, SessionRecord, SessionStore, StoreFuture};
-use crate::revocation::RevocationList;
+use crate::revocation::{Revocation, RevocationList};
 
 /// Sessions kept in process memory.
 ///
@@ -43,8 +43,9 @@ struct Inner {
 struct State {
     /// user id → session id → session.
     users: HashMap<String, HashMap<String, SessionRecord>>,
-    /// Revoked session id → Unix ms until which it matters (for lists attached later).
-    revoked: HashMap<String, u64>,
+    /// Revocations still relevant, for lists attached later: by session id
+    /// or user id, with the Unix ms until which each matters.
+    revoked: HashMap<String, Revocation>,
     /// Live entries in `users`, to pace the sweep.
     sessions: usize,
     /// Operations since the last sweep.
@@ -67,20 +68,31 @@ impl MemoryStore {
     }
 
     /// Pushes revocations into every attached list (outside the state lock).
-    fn publish(&self, revoked: &[(String, u64)]) {
+    fn publish(&self, revoked: &[Revocation]) {
         if revoked.is_empty() {
             return;
         }
         let mut lists = self.inner.lists.lock().unwrap_or_else(PoisonError::into_inner);
         lists.retain(|weak| match weak.upgrade() {
             Some(list) => {
-                for (sid, until) in revoked {
-                    list.insert(sid, *until);
+                for revocation in revoked {
+                    list.apply(revocation);
                 }
                 true
             }
             None => false,
         });
+    }
+
+    /// The session ids among `revoked`.
+    fn sids(revoked: Vec<Revocation>) -> Vec<String> {
+        revoked
+            .into_iter()
+            .filter_map(|r| match r {
+                Revocation::Session { sid, .. } => Some(sid),
+                Revocation::User { .. } => None,
+            })
+            .collect()
     }
 }
 
@@ -110,7 +122,7 @@ impl State {
             !sessions.is_empty()
         });
         self.sessions -= removed;
-        self.revoked.retain(|_, until| *until > now_ms);
+        self.revoked.retain(|_, revocation| revocation.until_ms() > now_ms);
     }
 
     /// Removes one session; returns it.
@@ -124,14 +136,14 @@ impl State {
         Some(record)
     }
 
-    /// Remembers revocations for lists attached later; returns them for publishing.
-    fn remember(&mut self, sids: &[String], now_ms: u64, policy: &SessionPolicy) -> Vec<(String, u64)> {
-        let until = now_ms.saturating_add(ms(policy.revocation_ttl));
+    /// Remembers revoked sessions for lists attached later; returns them for publishing.
+    fn remember(&mut self, sids: &[String], now_ms: u64, policy: &SessionPolicy) -> Vec<Revocation> {
+        let until_ms = now_ms.saturating_add(ms(policy.revocation_ttl));
         sids.iter()
             .map(|sid| {
-                let entry = self.revoked.entry(sid.clone()).or_insert(until);
-                *entry = (*entry).max(until);
-                (sid.clone(), until)
+                let revocation = Revocation::Session { sid: sid.clone(), until_ms };
+                self.revoked.insert(format!("s:{sid}"), revocation.clone());
+                revocation
             })
             .collect()
     }
@@ -149,6 +161,7 @@ impl SessionStore for MemoryStore {
                 user_agent: session.user_agent,
                 ip: session.ip,
                 created_at_ms: now,
+                auth_time_ms: now,
                 last_used_at_ms: now,
                 counter: 0,
                 rotated_at_ms: 0,
@@ -164,8 +177,8 @@ impl SessionStore for MemoryStore {
                 let before = sessions.len();
                 sessions.retain(|_, r| is_live(r, now));
                 let expired = before - sessions.len();
-                // Creation times are unique per user, so "the oldest" is
-                // always well defined.
+                // Creation times are unique per user, so "the oldest" is the
+                // first created even within one millisecond.
                 let mut record = record;
                 let newest = sessions.values().filter(|r| r.sid != sid).map(|r| r.created_at_ms).max();
                 if let Some(newest) = newest.filter(|&newest| newest >= record.created_at_ms) {
@@ -176,6 +189,7 @@ impl SessionStore for MemoryStore {
                 let cap = policy.max_sessions.map_or(usize::MAX, |m| (m as usize).max(1));
                 let mut evicted = Vec::new();
                 if sessions.len() > cap {
+                    // The oldest by (created_at_ms, sid).
                     let mut others: Vec<(u64, &String)> =
                         sessions.iter().filter(|(s, _)| **s != sid).map(|(s, r)| (r.created_at_ms, s)).collect();
                     others.sort_unstable();
@@ -188,7 +202,7 @@ impl SessionStore for MemoryStore {
                 state.remember(&evicted, now, policy)
             };
             self.publish(&published);
-            Ok(published.into_iter().map(|(sid, _)| sid).collect())
+            Ok(Self::sids(published))
         })
     }
 
@@ -210,13 +224,21 @@ impl SessionStore for MemoryStore {
                 state.remove(user_id, sid);
                 return Ok(RotateOutcome::NotFound);
             }
-            if presented == record.counter {
-                record.counter += 1;
+            // The current counter, or one ahead: a successor minted here whose
+            // rotation the store never recorded (see `RotateOutcome`).
+            if presented == record.counter || presented == record.counter.saturating_add(1) {
+                let fast_forward = presented != record.counter;
+                record.counter = presented + 1;
                 record.rotated_at_ms = now_ms;
                 record.last_used_at_ms = now_ms;
                 record.idle_expires_at_ms =
                     now_ms.saturating_add(ms(policy.idle_ttl)).min(record.absolute_expires_at_ms);
-                return Ok(RotateOutcome::Rotated(record.clone()));
+                let record = record.clone();
+                return Ok(if fast_forward {
+                    RotateOutcome::FastForwarded(record)
+                } else {
+                    RotateOutcome::Rotated(record)
+                });
             }
             if record.counter > 0
                 && presented == record.counter - 1
@@ -278,25 +300,88 @@ impl SessionStore for MemoryStore {
     fn revoke_all<'a>(
         &'a self,
         user_id: &'a str,
+        except: Option<&'a str>,
         now_ms: u64,
         policy: &'a SessionPolicy,
     ) -> StoreFuture<'a, Vec<String>> {
         Box::pin(async move {
             let mut state = self.state();
             state.tick(now_ms);
-            let Some(sessions) = state.users.remove(user_id) else {
+            let Some(mut sessions) = state.users.remove(user_id) else {
                 return Ok(Vec::new());
             };
+            let kept = except.and_then(|sid| sessions.remove_entry(sid));
             state.sessions -= sessions.len();
             let mut live: Vec<(u64, String)> =
                 sessions.into_values().filter(|r| is_live(r, now_ms)).map(|r| (r.created_at_ms, r.sid)).collect();
             live.sort_unstable();
             let sids: Vec<String> = live.into_iter().map(|(_, sid)| sid).collect();
+            match kept {
+                Some((sid, record)) if is_live(&record, now_ms) => {
+                    state.users.entry(user_id.to_owned()).or_default().insert(sid, record);
+                }
+                Some(_) => state.sessions -= 1,
+                None => {}
+            }
             let published = state.remember(&sids, now_ms, policy);
             drop(state);
             self.publish(&published);
             Ok(sids)
         })
+    }
+
+    fn reauthenticate<'a>(
+        &'a self,
+        user_id: &'a str,
+        sid: &'a str,
+        now_ms: u64,
+        _policy: &'a SessionPolicy,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let mut state = self.state();
+            state.tick(now_ms);
+            let Some(record) = state.users.get_mut(user_id).and_then(|s| s.get_mut(sid)) else {
+                return Ok(None);
+            };
+            if !is_live(record, now_ms) {
+                state.remove(user_id, sid);
+                return Ok(None);
+            }
+            record.auth_time_ms = now_ms;
+            Ok(Some(record.clone()))
+        })
+    }
+
+    fn invalidate_tokens<'a>(
+        &'a self,
+        user_id: &'a str,
+        now_ms: u64,
+        policy: &'a SessionPolicy,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let until_ms = now_ms.saturating_add(ms(policy.revocation_ttl));
+            let revocation = Revocation::User { user_id: user_id.to_owned(), before_ms: now_ms, until_ms };
+            {
+                let mut state = self.state();
+                state.tick(now_ms);
+                let key = format!("u:{user_id}");
+                let merged = match state.revoked.get(&key) {
+                    Some(Revocation::User { before_ms, until_ms: old_until, .. }) => Revocation::User {
+                        user_id: user_id.to_owned(),
+                        before_ms: (*before_ms).max(now_ms),
+                        until_ms: (*old_until).max(until_ms),
+                    },
+                    _ => revocation.clone(),
+                };
+                state.revoked.insert(key, merged);
+            }
+            self.publish(&[revocation]);
+            Ok(())
+        })
+    }
+
+    fn outlives_process(&self) -> bool {
+        false
     }
 
     fn attach(&self, list: Arc<RevocationList>) {
@@ -307,10 +392,11 @@ impl SessionStore for MemoryStore {
             lists.retain(|weak| weak.strong_count() > 0);
             lists.push(Arc::downgrade(&list));
         }
-        let remembered: Vec<(String, u64)> = self.state().revoked.iter().map(|(s, u)| (s.clone(), *u)).collect();
-        for (sid, until) in remembered {
-            list.insert(&sid, until);
+        let remembered: Vec<Revocation> = self.state().revoked.values().cloned().collect();
+        for revocation in &remembered {
+            list.apply(revocation);
         }
+        list.mark_loaded();
     }
 }
 

@@ -49,7 +49,8 @@ pub struct SessionPolicy {
     /// session always survives, so `Some(0)` acts as `Some(1)`.
     pub max_sessions: Option<u32>,
     /// How long a revoked session id must be remembered so its outstanding
-    /// access tokens are refused (access-token lifetime plus leeway).
+    /// access tokens are refused (access-token lifetime plus leeway, plus a
+    /// second for `iat`'s whole-second resolution).
     pub revocation_ttl: Duration,
 }
 
@@ -66,7 +67,8 @@ pub struct NewSession {
     pub user_agent: Option<String>,
     /// The client's IP address.
     pub ip: Option<String>,
-    /// Creation time, Unix milliseconds.
+    /// Creation time, Unix milliseconds; also the session's first
+    /// authentication time (`auth_time`).
     pub now_ms: u64,
 }
 
@@ -86,6 +88,9 @@ pub struct SessionRecord {
     /// Unix milliseconds; unique among the user's sessions (a store bumps a
     /// tie by a millisecond), so "the oldest" is well defined.
     pub created_at_ms: u64,
+    /// Unix milliseconds of the last time the user proved who they are
+    /// (login, or [`SessionStore::reauthenticate`]): the `auth_time` claim.
+    pub auth_time_ms: u64,
     /// Unix milliseconds of the last rotation (or creation).
     pub last_used_at_ms: u64,
     /// The current refresh counter: the only one that rotates.
@@ -99,16 +104,34 @@ pub struct SessionRecord {
 }
 
 /// What presenting a refresh counter did.
+///
+/// With `n` the stored counter and `p` the presented one:
+///
+/// | presented | outcome |
+/// |---|---|
+/// | `p == n` | `Rotated`: the counter becomes `n + 1` |
+/// | `p == n + 1` | `FastForwarded`: the counter becomes `p + 1` |
+/// | `p == n - 1`, within the grace window of the last rotation | `Replayed`: nothing changes |
+/// | anything else | `Theft`: the session is revoked |
+///
+/// `p == n + 1` can only be a successor this service minted and the store
+/// then lost (a failover promoted a replica that missed the write; see the
+/// threat model): only the holder of the current token can have it, so the
+/// store catches up instead of logging the user out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotateOutcome {
     /// The presented counter was the current one: the session advanced; the
     /// record carries the new current counter.
     Rotated(SessionRecord),
+    /// The presented counter was one ahead of the stored one (the store had
+    /// lost the last rotation): the store caught up and advanced past it; the
+    /// record carries the new current counter (`presented + 1`).
+    FastForwarded(SessionRecord),
     /// The presented counter was the previous one, within the grace window:
     /// nothing changed; the record's counter is the successor already issued.
     Replayed(SessionRecord),
-    /// The counter is older, or the previous one outside the grace window:
-    /// the session has been revoked (and published as such).
+    /// The counter is older, or the previous one outside the grace window, or
+    /// more than one ahead: the session has been revoked (and published as such).
     Theft {
         /// The revoked session's owner.
         user_id: String,
@@ -153,18 +176,49 @@ pub trait SessionStore: Send + Sync + 'static {
         policy: &'a SessionPolicy,
     ) -> StoreFuture<'a, bool>;
 
-    /// Revokes every session of `user_id`; returns their ids, in no particular order.
+    /// Revokes every session of `user_id` but `except` (the caller's own, for
+    /// "sign out everywhere else"); returns their ids, in no particular order.
     fn revoke_all<'a>(
         &'a self,
         user_id: &'a str,
+        except: Option<&'a str>,
         now_ms: u64,
         policy: &'a SessionPolicy,
     ) -> StoreFuture<'a, Vec<String>>;
 
+    /// Records that the user of live session `sid` just proved who they are
+    /// again: `auth_time_ms` becomes `now_ms`, nothing else changes. `None`
+    /// when the session is not live.
+    fn reauthenticate<'a>(
+        &'a self,
+        user_id: &'a str,
+        sid: &'a str,
+        now_ms: u64,
+        policy: &'a SessionPolicy,
+    ) -> StoreFuture<'a, Option<SessionRecord>>;
+
+    /// Makes every access token of `user_id` issued before `now_ms` stale on
+    /// every instance (for `policy.revocation_ttl`), so clients refresh and
+    /// pick up changed claims; sessions stay.
+    fn invalidate_tokens<'a>(&'a self, user_id: &'a str, now_ms: u64, policy: &'a SessionPolicy)
+    -> StoreFuture<'a, ()>;
+
     /// Connects `list` to the revocations made by every instance sharing this
-    /// store: each one revoked from now on is inserted (until its expiry), and
-    /// the list is (re)loaded with the still-relevant ones now and after each
-    /// reconnect. Called once per [`JwtAuth`](crate::JwtAuth) at build time,
-    /// from within a Tokio runtime.
+    /// store (revoked sessions and stale-before instants): each one from now
+    /// on is inserted (until its expiry), and the list is loaded with the
+    /// still-relevant ones now and reloaded after each reconnect. Once the
+    /// first load is complete the store calls
+    /// [`RevocationList::mark_loaded`]; until then the layer answers `503`
+    /// rather than accept a token it cannot check. Called once per
+    /// [`JwtAuth`](crate::JwtAuth) at build time, from within a Tokio runtime.
     fn attach(&self, list: Arc<RevocationList>);
+
+    /// Whether sessions outlive this process (shared between instances,
+    /// surviving restarts). Such a store needs an explicit
+    /// [`refresh_token_secret`](crate::JwtAuthBuilder::refresh_token_secret):
+    /// a random one would silently end every session at each restart.
+    /// `true` unless a store says otherwise ([`MemoryStore`] does).
+    fn outlives_process(&self) -> bool {
+        true
+    }
 }

@@ -1,0 +1,368 @@
+//! Authorization on verified claims: per-route guards for scopes, roles,
+//! recent login (RFC 9470 step-up) or any predicate, each a tower layer for
+//! `route_layer` behind [`JwtAuth`](crate::JwtAuth).
+//!
+//! A guard runs after the layer authenticated the request, so an anonymous
+//! or badly authenticated request still gets the layer's 401 and never a
+//! 403: clients can tell "log in" from "not allowed". A failing guard answers
+//! `403 insufficient_scope` (with the required `scope` when there is one,
+//! RFC 6750 §3.1) or `401 insufficient_user_authentication` (with `max_age`
+//! and `acr_values`, RFC 9470), rendered like every other rejection.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::{get, post}};
+//! use tower_jwt_auth::{JwtAuth, SigningKey, guard::{RequireRecentLogin, RequireRole, RequireScope}};
+//!
+//! async fn handler() {}
+//!
+//! let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+//! let app: Router = Router::new()
+//!     .route("/admin", get(handler).route_layer(RequireScope::all(["admin"])))
+//!     .route("/reports", get(handler).route_layer(RequireRole::any(["auditor", "admin"]).at("realm_access.roles")))
+//!     .route("/password", post(handler).route_layer(RequireRecentLogin::within(Duration::from_secs(300))))
+//!     .route_layer(auth);
+//! # Ok::<(), tower_jwt_auth::KeyError>(())
+//! ```
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::response::{IntoResponse, Response};
+use http::Request;
+use pin_project_lite::pin_project;
+use serde_json::Value;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{clock::now_ms, error::AuthError, extract::AuthContext, token::VerifiedToken};
+
+/// The verified claims a guard looks at.
+#[derive(Clone, Copy)]
+pub struct ClaimsRef<'a> {
+    token: &'a VerifiedToken,
+    leeway_secs: u64,
+}
+
+impl<'a> ClaimsRef<'a> {
+    /// Subject: the user id.
+    pub fn sub(&self) -> &'a str {
+        &self.token.claims.sub
+    }
+
+    /// When the user last authenticated, Unix seconds.
+    pub fn auth_time(&self) -> Option<u64> {
+        self.token.claims.auth_time
+    }
+
+    /// The whole payload.
+    pub fn json(&self) -> &'a Value {
+        self.token.json()
+    }
+
+    /// The claim at a dotted path (`"role"`, `"realm_access.roles"`).
+    pub fn claim(&self, path: &str) -> Option<&'a Value> {
+        path.split('.').try_fold(self.json(), |value, name| value.get(name))
+    }
+
+    /// Whether the token grants scope `scope`: a whole word of the `scope`
+    /// claim (space-separated, RFC 9068) or an element of `scp` (an array,
+    /// or a space-separated string), never a substring.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        ["scope", "scp"].iter().any(|name| words(self.json().get(name)).any(|granted| granted == scope))
+    }
+}
+
+/// The words of a space-separated string claim or the strings of an array claim.
+fn words(value: Option<&Value>) -> Box<dyn Iterator<Item = &str> + '_> {
+    match value {
+        Some(Value::String(s)) => Box::new(s.split(' ').filter(|w| !w.is_empty())),
+        Some(Value::Array(items)) => Box::new(items.iter().filter_map(Value::as_str)),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// A condition on the verified claims; refusing answers with the error given.
+pub trait Guard: Clone + Send + Sync + 'static {
+    /// `Ok(())` lets the request through.
+    fn check(&self, claims: ClaimsRef<'_>) -> Result<(), AuthError>;
+}
+
+/// Requires scopes: all of them ([`RequireScope::all`]) or one of them
+/// ([`RequireScope::any`]). Refuses with `403 insufficient_scope` and
+/// `scope="…"` naming the scopes required.
+#[derive(Clone, Debug)]
+pub struct RequireScope {
+    scopes: Arc<[String]>,
+    all: bool,
+    /// The `scope` auth-param: the required scopes, space-separated.
+    challenge: Arc<str>,
+}
+
+impl RequireScope {
+    /// Every one of `scopes`.
+    pub fn all<I: IntoIterator<Item = S>, S: Into<String>>(scopes: I) -> Self {
+        Self::new(scopes, true)
+    }
+
+    /// At least one of `scopes`.
+    pub fn any<I: IntoIterator<Item = S>, S: Into<String>>(scopes: I) -> Self {
+        Self::new(scopes, false)
+    }
+
+    fn new<I: IntoIterator<Item = S>, S: Into<String>>(scopes: I, all: bool) -> Self {
+        let scopes: Arc<[String]> = scopes.into_iter().map(Into::into).collect();
+        let challenge = scopes.join(" ").into();
+        Self { scopes, all, challenge }
+    }
+}
+
+impl Guard for RequireScope {
+    fn check(&self, claims: ClaimsRef<'_>) -> Result<(), AuthError> {
+        let mut required = self.scopes.iter();
+        let granted =
+            if self.all { required.all(|s| claims.has_scope(s)) } else { required.any(|s| claims.has_scope(s)) };
+        if granted {
+            return Ok(());
+        }
+        Err(AuthError::InsufficientScope {
+            scope: Some(self.challenge.clone()),
+            description: "The access token does not grant the scope this resource requires",
+        })
+    }
+}
+
+/// Requires one of some roles, read from a claim (by default `role`; any
+/// dotted path, such as Keycloak's `realm_access.roles`) holding a string,
+/// a space-separated string or an array of strings; matched as whole words.
+/// Refuses with `403 insufficient_scope`.
+#[derive(Clone, Debug)]
+pub struct RequireRole {
+    roles: Arc<[String]>,
+    path: Arc<str>,
+}
+
+impl RequireRole {
+    /// At least one of `roles`, from the claim `role`.
+    pub fn any<I: IntoIterator<Item = S>, S: Into<String>>(roles: I) -> Self {
+        Self { roles: roles.into_iter().map(Into::into).collect(), path: "role".into() }
+    }
+
+    /// Reads the roles at this dotted claim path instead.
+    #[must_use]
+    pub fn at(mut self, path: &str) -> Self {
+        self.path = path.into();
+        self
+    }
+}
+
+impl Guard for RequireRole {
+    fn check(&self, claims: ClaimsRef<'_>) -> Result<(), AuthError> {
+        if words(claims.claim(&self.path)).any(|held| self.roles.iter().any(|role| role == held)) {
+            return Ok(());
+        }
+        Err(AuthError::InsufficientScope {
+            scope: None,
+            description: "The user does not have a role this resource requires",
+        })
+    }
+}
+
+/// Requires that the user authenticated (logged in, or re-authenticated
+/// through [`Session::reauthenticate`](crate::Session::reauthenticate)) at
+/// most `max_age` ago, and optionally with one of some authentication
+/// context classes (`acr`). Refuses with `401
+/// insufficient_user_authentication` carrying `max_age` and `acr_values`
+/// (RFC 9470), so the client sends the user to log in again.
+///
+/// The age is judged with the layer's clock leeway: a token issued by a
+/// server whose clock is ahead is not refused for it.
+#[derive(Clone, Debug)]
+pub struct RequireRecentLogin {
+    max_age: Option<Duration>,
+    acr_values: Option<Arc<[String]>>,
+}
+
+impl RequireRecentLogin {
+    /// Authenticated at most `max_age` ago.
+    pub fn within(max_age: Duration) -> Self {
+        Self { max_age: Some(max_age), acr_values: None }
+    }
+
+    /// Authenticated with one of these `acr` values (whenever).
+    pub fn with_acr<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> Self {
+        Self { max_age: None, acr_values: None }.acr(values)
+    }
+
+    /// Also requires one of these `acr` values.
+    #[must_use]
+    pub fn acr<I: IntoIterator<Item = S>, S: Into<String>>(mut self, values: I) -> Self {
+        self.acr_values = Some(values.into_iter().map(Into::into).collect());
+        self
+    }
+
+    fn refuse(&self, description: &'static str) -> AuthError {
+        AuthError::InsufficientUserAuthentication {
+            max_age: self.max_age.map(|age| age.as_secs()),
+            acr_values: self.acr_values.as_ref().map(|values| values.join(" ").into()),
+            description,
+        }
+    }
+}
+
+impl Guard for RequireRecentLogin {
+    fn check(&self, claims: ClaimsRef<'_>) -> Result<(), AuthError> {
+        if let Some(max_age) = self.max_age {
+            let Some(auth_time) = claims.auth_time() else {
+                return Err(self.refuse("The access token does not say when the user authenticated"));
+            };
+            // Fresh while the elapsed time is at most max_age (OpenID Connect), leeway included.
+            let elapsed = (now_ms() / 1000).saturating_sub(auth_time);
+            if elapsed > max_age.as_secs().saturating_add(claims.leeway_secs) {
+                return Err(self.refuse("The user must authenticate again: the last login is too old"));
+            }
+        }
+        if let Some(values) = &self.acr_values {
+            let acr = claims.json().get("acr").and_then(Value::as_str);
+            if !acr.is_some_and(|acr| values.iter().any(|value| value == acr)) {
+                return Err(self.refuse("The user must authenticate with a stronger method"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Any predicate on the claims; refuses with `403 insufficient_scope` and
+/// `description`.
+///
+/// ```
+/// use tower_jwt_auth::guard::Require;
+/// let same_tenant = Require::new("Only members of tenant 42", |claims| {
+///     claims.claim("tenant").and_then(|t| t.as_u64()) == Some(42)
+/// });
+/// # drop(same_tenant);
+/// ```
+#[derive(Clone)]
+pub struct Require {
+    description: &'static str,
+    predicate: Arc<dyn Fn(ClaimsRef<'_>) -> bool + Send + Sync>,
+}
+
+impl Require {
+    /// Lets requests through whose claims satisfy `predicate`.
+    pub fn new(description: &'static str, predicate: impl Fn(ClaimsRef<'_>) -> bool + Send + Sync + 'static) -> Self {
+        Self { description, predicate: Arc::new(predicate) }
+    }
+}
+
+impl std::fmt::Debug for Require {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Require").field("description", &self.description).finish_non_exhaustive()
+    }
+}
+
+impl Guard for Require {
+    fn check(&self, claims: ClaimsRef<'_>) -> Result<(), AuthError> {
+        if (self.predicate)(claims) {
+            Ok(())
+        } else {
+            Err(AuthError::InsufficientScope { scope: None, description: self.description })
+        }
+    }
+}
+
+macro_rules! guard_layers {
+    ($($guard:ty),*) => {$(
+        impl<S> Layer<S> for $guard {
+            type Service = GuardService<S, $guard>;
+
+            fn layer(&self, inner: S) -> Self::Service {
+                GuardService { inner, guard: self.clone() }
+            }
+        }
+    )*};
+}
+guard_layers!(RequireScope, RequireRole, RequireRecentLogin, Require);
+
+/// The service a guard wraps around a route.
+#[derive(Clone, Debug)]
+pub struct GuardService<S, G> {
+    inner: S,
+    guard: G,
+}
+
+impl<S, G, B> Service<Request<B>> for GuardService<S, G>
+where
+    S: Service<Request<B>>,
+    S::Response: IntoResponse,
+    G: Guard,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = GuardFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let refused = match request.extensions().get::<AuthContext>() {
+            None => Some(AuthError::Misconfigured("A guard needs the JwtAuth layer in front of it").into_response()),
+            Some(context) => match &context.outcome {
+                // Not authenticated: the layer's own answer (401), never a 403.
+                Err(refusal) => Some(context.auth.reject(refusal.error())),
+                Ok(token) => {
+                    let claims = ClaimsRef { token, leeway_secs: context.auth.inner.leeway_secs };
+                    self.guard.check(claims).err().map(|error| {
+                        tracing::debug!(reason = %error, sub = claims.sub(), "guard refused the request");
+                        context.auth.reject(error)
+                    })
+                }
+            },
+        };
+        match refused {
+            Some(response) => GuardFuture { state: GuardState::Refused { response: Some(response) } },
+            None => GuardFuture { state: GuardState::Inner { future: self.inner.call(request) } },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`GuardService`].
+    pub struct GuardFuture<F> {
+        #[pin]
+        state: GuardState<F>,
+    }
+}
+
+pin_project! {
+    #[project = GuardStateProj]
+    enum GuardState<F> {
+        // The route's own.
+        Inner { #[pin] future: F },
+        // The guard said no.
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F, R, E> Future for GuardFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: IntoResponse,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            GuardStateProj::Inner { future } => future.poll(cx).map_ok(IntoResponse::into_response),
+            GuardStateProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("GuardFuture polled after completion")))
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! What applications do with sessions through [`JwtAuth`]: log in, refresh
+//! (single-flight within the process, grace window and theft detection in
+//! the store), re-authenticate, make a user's tokens stale, log out one,
+//! all or all other sessions, and list them.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+
+use super::{Refreshed, SessionInfo, Sessions, Tokens};
+use crate::{
+    client_info::ClientInfo,
+    clock::now_ms,
+    config::JwtAuth,
+    error::AuthError,
+    refresh_token::RefreshToken,
+    store::{NewSession, RotateOutcome, SessionRecord, StoreError},
+    token::{IssueSpec, custom_claims_json},
+};
+
+/// Longest user id a session can have (refresh tokens carry it, and are
+/// capped at 1 KiB).
+const MAX_USER_ID: usize = 512;
+
+impl Sessions {
+    /// Runs a store call, noting the store's health (logged once per outage).
+    async fn call<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, AuthError> {
+        Ok(self.health.note(call.await)?)
+    }
+
+    /// Marks sessions revoked on this instance at once (stores also tell
+    /// every instance, this one included).
+    fn forget(&self, sids: &[String]) {
+        let until = now_ms() + self.policy.revocation_ttl.as_millis() as u64;
+        for sid in sids {
+            self.revocations.revoke_session(sid, until);
+        }
+    }
+}
+
+impl JwtAuth {
+    fn sessions(&self) -> Result<&Sessions, AuthError> {
+        self.inner.sessions.as_ref().ok_or(AuthError::Misconfigured(
+            "this layer only verifies tokens: sessions need a JwtAuth built with JwtAuth::builder()",
+        ))
+    }
+
+    /// Creates a session for `user_id` whose access tokens carry `claims`
+    /// (a serde type serializing to a JSON object, without registered claim
+    /// names), and issues its first tokens. Call it after checking the
+    /// user's password: the session's `auth_time` is now.
+    ///
+    /// ```
+    /// # use serde::Serialize;
+    /// # #[derive(Serialize)] struct MyClaims { role: &'static str }
+    /// use tower_jwt_auth::{ClientInfo, JwtAuth, SigningKey};
+    /// # tokio_test_block(async {
+    /// let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+    /// let tokens = auth.login("alice", &MyClaims { role: "admin" }, ClientInfo::default()).await?;
+    /// assert_eq!(tokens.user_id(), "alice");
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) });
+    /// # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+    /// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    /// # }
+    /// ```
+    pub async fn login<T: Serialize + ?Sized>(
+        &self,
+        user_id: &str,
+        claims: &T,
+        client: ClientInfo,
+    ) -> Result<Tokens, AuthError> {
+        let sessions = self.sessions()?;
+        if user_id.is_empty() || user_id.len() > MAX_USER_ID {
+            return Err(AuthError::InvalidRequest("User ids must be 1 to 512 bytes long"));
+        }
+        let custom = custom_claims_json(claims)?;
+        let sid = crate::random::session_id();
+        let now = now_ms();
+        let new = NewSession {
+            user_id: user_id.to_owned(),
+            sid: sid.clone(),
+            claims: custom.clone(),
+            user_agent: client.user_agent,
+            ip: client.ip.map(|ip| ip.to_string()),
+            now_ms: now,
+        };
+        let policy = &sessions.policy;
+        let evicted = sessions.call(sessions.store.create(new, policy)).await?;
+        if !evicted.is_empty() {
+            sessions.forget(&evicted);
+            for evicted in &evicted {
+                tracing::warn!(user_id, sid = %evicted, reason = "session cap reached", "security: oldest session revoked");
+            }
+        }
+        let idle_end = now.saturating_add(policy.idle_ttl.as_millis() as u64);
+        let absolute_end = now.saturating_add(policy.absolute_ttl.as_millis() as u64);
+        let record = SessionRecord {
+            sid,
+            user_id: user_id.to_owned(),
+            claims: custom,
+            user_agent: None,
+            ip: None,
+            created_at_ms: now,
+            auth_time_ms: now,
+            last_used_at_ms: now,
+            counter: 0,
+            rotated_at_ms: 0,
+            idle_expires_at_ms: idle_end.min(absolute_end),
+            absolute_expires_at_ms: absolute_end,
+        };
+        tracing::debug!(user_id, sid = %record.sid, "session created");
+        self.issue(&record, &record.claims, now).map(|refreshed| Tokens { auth: self.clone(), refreshed })
+    }
+
+    /// Signs an access token for `record` (with `claims`) and bundles it with
+    /// the refresh token of its current counter.
+    fn issue(&self, record: &SessionRecord, claims: &str, now: u64) -> Result<Arc<Refreshed>, AuthError> {
+        let sessions = self.sessions()?;
+        let issuer = self.inner.issuer.as_ref().ok_or(AuthError::Misconfigured("no signing key"))?;
+        let access = issuer.issue(IssueSpec {
+            sub: &record.user_id,
+            sid: &record.sid,
+            custom_json: claims,
+            iat: self.inner.revocations.issue_at(&record.user_id, now),
+            auth_time: record.auth_time_ms / 1000,
+            session_end_ms: record.idle_expires_at_ms.min(record.absolute_expires_at_ms),
+        })?;
+        self.inner.verifier.remember(&access);
+        let refresh_token = sessions.key.encode(&record.user_id, &record.sid, record.counter);
+        let refresh_max_age = Duration::from_millis(record.idle_expires_at_ms.saturating_sub(now));
+        Ok(Arc::new(Refreshed { access, refresh_token, refresh_max_age }))
+    }
+
+    /// Rotates a refresh token: a new access token and the successor refresh
+    /// token. Concurrent calls with the same token share one store call and
+    /// one result; within the grace window a just-rotated token yields the
+    /// same successor; a token one ahead of the store (a lost write) is
+    /// accepted; any other reuse revokes the session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, AuthError> {
+        let sessions = self.sessions()?;
+        let presented =
+            sessions.key.decode(refresh_token).ok_or(AuthError::InvalidGrant("The refresh token is invalid"))?;
+        if sessions.revocations.is_revoked(&presented.sid) {
+            return Err(AuthError::InvalidGrant("The session was revoked"));
+        }
+        let result = sessions.flights.run(&presented, || self.rotate(&presented)).await;
+        result.map(|refreshed| Tokens { auth: self.clone(), refreshed })
+    }
+
+    /// Reloads the claims (when configured), then one store call for a
+    /// presented refresh token, then the new tokens.
+    async fn rotate(&self, presented: &RefreshToken) -> Result<Arc<Refreshed>, AuthError> {
+        let sessions = self.sessions()?;
+        let (user_id, sid) = (&presented.user_id, &presented.sid);
+        // Before the store call: a failure here leaves the store as it was,
+        // so the client's token keeps working.
+        let reloaded = match &sessions.reload_claims {
+            None => None,
+            Some(reload) => match (reload.0)(user_id.clone()).await {
+                Ok(Some(claims)) => Some(claims),
+                Ok(None) => {
+                    let _ = self.revoke_session(user_id, sid).await;
+                    return Err(AuthError::InvalidGrant("The user can no longer sign in"));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, user_id, "reloading claims failed");
+                    return Err(AuthError::Unavailable);
+                }
+            },
+        };
+        let now = now_ms();
+        let outcome =
+            sessions.call(sessions.store.rotate(user_id, sid, presented.counter, now, &sessions.policy)).await?;
+        let record = match outcome {
+            RotateOutcome::Rotated(record) => {
+                tracing::debug!(user_id, sid, outcome = "rotated", "refresh token rotated");
+                record
+            }
+            RotateOutcome::Replayed(record) => {
+                tracing::debug!(user_id, sid, outcome = "replayed", "refresh token replayed within the grace window");
+                record
+            }
+            RotateOutcome::FastForwarded(record) => {
+                tracing::warn!(
+                    user_id,
+                    sid,
+                    outcome = "rotated",
+                    "the session store had lost this session's last rotation (failover?): caught up"
+                );
+                record
+            }
+            RotateOutcome::Theft { user_id, sid } => {
+                tracing::warn!(
+                    user_id,
+                    sid,
+                    reason = "refresh token reused outside the grace window",
+                    "security: session revoked"
+                );
+                sessions.forget(std::slice::from_ref(&sid));
+                return Err(AuthError::InvalidGrant("The refresh token was already used; the session is revoked"));
+            }
+            RotateOutcome::NotFound => {
+                tracing::debug!(user_id, sid, outcome = "not_found", "refresh of an unknown or ended session");
+                return Err(AuthError::InvalidGrant("The refresh token is expired or revoked"));
+            }
+        };
+        let claims = reloaded.as_deref().unwrap_or(&record.claims);
+        self.issue(&record, claims, now)
+    }
+
+    /// Marks the session `sid` of `user_id` as freshly authenticated, after
+    /// the application checked the user's password (or second factor)
+    /// again: same session, `auth_time` now, new tokens. Routes guarded by
+    /// [`RequireAuthenticatedWithin`](crate::guard::RequireAuthenticatedWithin)
+    /// then pass.
+    ///
+    /// ```
+    /// use axum::{Json, extract::State};
+    /// use serde::Deserialize;
+    /// use tower_jwt_auth::{AuthError, CookieTokens, JwtAuth, Session};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Password { password: String }
+    ///
+    /// async fn reauth(session: Session, Json(body): Json<Password>) -> Result<CookieTokens, AuthError> {
+    ///     if body.password != "correct horse" {
+    ///         return Err(AuthError::InvalidCredentials);
+    ///     }
+    ///     Ok(session.reauthenticate().await?.into_cookies())
+    /// }
+    /// ```
+    pub async fn reauthenticate(&self, user_id: &str, sid: &str) -> Result<Tokens, AuthError> {
+        let sessions = self.sessions()?;
+        let now = now_ms();
+        let record = sessions
+            .call(sessions.store.reauthenticate(user_id, sid, now, &sessions.policy))
+            .await?
+            .ok_or(AuthError::InvalidToken("The session has ended"))?;
+        let claims = match &sessions.reload_claims {
+            Some(reload) => match (reload.0)(user_id.to_owned()).await {
+                Ok(Some(claims)) => claims,
+                Ok(None) => return Err(AuthError::InvalidGrant("The user can no longer sign in")),
+                Err(_) => return Err(AuthError::Unavailable),
+            },
+            None => record.claims.clone(),
+        };
+        tracing::debug!(user_id, sid, "session re-authenticated");
+        self.issue(&record, &claims, now).map(|refreshed| Tokens { auth: self.clone(), refreshed })
+    }
+
+    /// Makes every access token of `user_id` issued before now stale on every
+    /// instance, within the revocation latency: after the user's roles or
+    /// claims changed. Cookie clients are refreshed transparently (and
+    /// [`reload_claims`](crate::JwtAuthBuilder::reload_claims) gives them the
+    /// new claims); bearer clients get `invalid_token` "expired" and refresh.
+    /// Sessions stay; each instance keeps one entry per user, for an access
+    /// token's lifetime.
+    pub async fn invalidate_access_tokens(&self, user_id: &str) -> Result<(), AuthError> {
+        let sessions = self.sessions()?;
+        let now = now_ms();
+        sessions.call(sessions.store.invalidate_tokens(user_id, now, &sessions.policy)).await?;
+        tracing::info!(user_id, "access tokens issued before now made stale");
+        Ok(())
+    }
+
+    /// Revokes one session of `user_id`: its refresh token at once and its
+    /// access tokens on every instance. `NotFound` when the user has no such
+    /// live session (another user's id included).
+    pub async fn revoke_session(&self, user_id: &str, sid: &str) -> Result<(), AuthError> {
+        let sessions = self.sessions()?;
+        if sessions.call(sessions.store.revoke(user_id, sid, now_ms(), &sessions.policy)).await? {
+            sessions.forget(&[sid.to_owned()]);
+            tracing::info!(user_id, sid, "session revoked");
+            Ok(())
+        } else {
+            Err(AuthError::NotFound("No such session"))
+        }
+    }
+
+    /// Revokes every session of `user_id` (logout everywhere); returns how many.
+    pub async fn revoke_all_sessions(&self, user_id: &str) -> Result<usize, AuthError> {
+        self.revoke_sessions_except(user_id, None).await
+    }
+
+    /// Revokes every session of `user_id` but `keep_sid` ("sign out
+    /// everywhere else", after a password change); returns how many.
+    pub async fn revoke_other_sessions(&self, user_id: &str, keep_sid: &str) -> Result<usize, AuthError> {
+        self.revoke_sessions_except(user_id, Some(keep_sid)).await
+    }
+
+    async fn revoke_sessions_except(&self, user_id: &str, except: Option<&str>) -> Result<usize, AuthError> {
+        let sessions = self.sessions()?;
+        let revoked = sessions.call(sessions.store.revoke_all(user_id, except, now_ms(), &sessions.policy)).await?;
+        sessions.forget(&revoked);
+        tracing::info!(user_id, sessions = revoked.len(), kept = except.is_some(), "sessions revoked");
+        Ok(revoked.len())
+    }
+
+    /// The live sessions (devices) of `user_id`, oldest first; `current_sid`
+    /// marks the caller's own.
+    pub async fn list_sessions(&self, user_id: &str, current_sid: Option<&str>) -> Result<Vec<SessionInfo>, AuthError> {
+        let sessions = self.sessions()?;
+        let records = sessions.call(sessions.store.list(user_id, now_ms())).await?;
+        Ok(records.into_iter().map(|record| SessionInfo::new(record, current_sid)).collect())
+    }
+}
