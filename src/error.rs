@@ -173,10 +173,11 @@ impl AuthError {
                 challenge.param("error", self.code()).param("error_description", &self.to_string());
             }
             Self::InsufficientScope { scope, description } => {
-                challenge.param("error", self.code()).param("error_description", description);
+                challenge.param("error", self.code());
                 if let Some(scope) = scope {
                     challenge.param("scope", scope);
                 }
+                challenge.param("error_description", description);
             }
             Self::InsufficientUserAuthentication { max_age, acr_values, description } => {
                 challenge.param("error", self.code()).param("error_description", description);
@@ -225,7 +226,7 @@ mod tests {
         let scope = AuthError::InsufficientScope { scope: Some("admin write".into()), description: "Not allowed" };
         assert_eq!(
             challenge(&scope, None),
-            r#"Bearer error="insufficient_scope", error_description="Not allowed", scope="admin write""#
+            r#"Bearer error="insufficient_scope", scope="admin write", error_description="Not allowed""#
         );
         let stale = AuthError::InsufficientUserAuthentication {
             max_age: Some(300),

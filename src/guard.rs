@@ -221,9 +221,7 @@ impl Guard for RequireRecentLogin {
             let Some(auth_time) = claims.auth_time() else {
                 return Err(self.refuse("The access token does not say when the user authenticated"));
             };
-            // Fresh while the elapsed time is at most max_age (OpenID Connect), leeway included.
-            let elapsed = (now_ms() / 1000).saturating_sub(auth_time);
-            if elapsed > max_age.as_secs().saturating_add(claims.leeway_secs) {
+            if !recent_enough(auth_time, now_ms() / 1000, max_age.as_secs(), claims.leeway_secs) {
                 return Err(self.refuse("The user must authenticate again: the last login is too old"));
             }
         }
@@ -235,6 +233,12 @@ impl Guard for RequireRecentLogin {
         }
         Ok(())
     }
+}
+
+/// Fresh while the time elapsed since `auth_time` is at most `max_age`
+/// (OpenID Connect: re-authenticate when it is greater), leeway included.
+fn recent_enough(auth_time: u64, now: u64, max_age: u64, leeway: u64) -> bool {
+    now.saturating_sub(auth_time) <= max_age.saturating_add(leeway)
 }
 
 /// Any predicate on the claims; refuses with `403 insufficient_scope` and
@@ -364,5 +368,20 @@ where
                 Poll::Ready(Ok(response.take().expect("GuardFuture polled after completion")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_login_edges() {
+        let (now, max_age, leeway) = (10_000, 300, 5);
+        assert!(recent_enough(now - 300, now, max_age, 0), "exactly max_age: fresh");
+        assert!(!recent_enough(now - 301, now, max_age, 0), "a second more: stale");
+        assert!(recent_enough(now - 305, now, max_age, leeway), "max_age plus the whole leeway: fresh");
+        assert!(!recent_enough(now - 306, now, max_age, leeway), "past the leeway: stale");
+        assert!(recent_enough(now + 30, now, max_age, leeway), "a clock ahead is no reason to refuse");
     }
 }

@@ -4,71 +4,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::{
-    demo::{Auth, Demo, Jar, credentials},
-    redis_server::{RedisCluster, RedisServer},
-};
-
-/// Where the demo keeps its sessions.
-#[derive(Clone, Copy)]
-enum Backend {
-    Memory,
-    Redis,
-    Cluster,
-}
-
-/// A demo and the Redis it talks to (dropped after the demo).
-struct Env {
-    demo: Demo,
-    _redis: Option<RedisServer>,
-    _cluster: Option<RedisCluster>,
-}
-
-impl std::ops::Deref for Env {
-    type Target = Demo;
-    fn deref(&self) -> &Demo {
-        &self.demo
-    }
-}
-
-impl Backend {
-    fn start(self, settings: &[(&str, &str)]) -> Env {
-        let mut env: Vec<(&str, String)> = Vec::new();
-        env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        let (redis, cluster) = match self {
-            Backend::Memory => (None, None),
-            Backend::Redis => {
-                let redis = RedisServer::start();
-                env.push(("REDIS_URL", redis.url()));
-                (Some(redis), None)
-            }
-            Backend::Cluster => {
-                let cluster = RedisCluster::start();
-                env.push(("REDIS_URL", cluster.urls().join(",")));
-                (None, Some(cluster))
-            }
-        };
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Env { demo: Demo::start(&env), _redis: redis, _cluster: cluster }
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// Waits (polling the clock, with a ceiling) until Unix time `t` has passed.
-async fn wait_until_after(t: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while unix_now() <= t {
-        assert!(Instant::now() < deadline, "the clock did not reach {t}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use support::demo::{Auth, Backend, Jar, credentials, unix_now, wait_until_after};
 
 async fn login_modes(backend: Backend) {
     let env = backend.start(&[]);
@@ -146,7 +84,7 @@ async fn rejections_follow_rfc6750(backend: Backend) {
     let reply =
         client.get(format!("{}/me", env.base)).header("authorization", "Basic YWxpY2U6cHc=").send().await.unwrap();
     assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(reply.headers()["www-authenticate"], r#"Bearer realm="demo""#);
+    assert_eq!(reply.headers()["www-authenticate"], "Bearer");
     // Nothing malformed or large gets a 500 or takes the server down.
     let huge = "a".repeat(200 * 1024);
     let reply = client.get(format!("{}/me", env.base)).header("authorization", format!("Bearer {huge}")).send().await;
