@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use jsonwebtoken::{
     DecodingKey, EncodingKey,
-    jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
 };
 use sha2::{Sha256, Sha384, Sha512};
 
@@ -101,13 +101,18 @@ impl VerifyingKey {
     }
 
     /// A verification key from a public JWK (as found in another service's
-    /// JWKS document); it must carry `kid` and `alg`.
+    /// JWKS document); it must carry `kid` and `alg`, and its key type (and
+    /// curve) must fit `alg`: a symmetric `oct` JWK is refused whatever its
+    /// `alg`, as a secret must never be published again in our JWKS.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
         let (Some(kid), Some(key_alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
             return Err(KeyError::IncompleteJwk);
         };
         let alg = Algorithm::try_from(key_alg).map_err(|_| KeyError::IncompleteJwk)?;
         family(alg)?;
+        if !public_jwk_fits(alg, &jwk.algorithm) {
+            return Err(KeyError::WrongAlgorithm { alg, why: "the JWK is not a public key of this algorithm's type" });
+        }
         let decoding = DecodingKey::from_jwk(jwk).map_err(|source| KeyError::Invalid { alg, source })?;
         Ok(Self::asymmetric(kid.clone(), alg, decoding, jwk.clone()))
     }
@@ -323,6 +328,20 @@ fn family(alg: Algorithm) -> Result<AlgorithmFamily, KeyError> {
     }
 }
 
+/// Whether JWK key parameters are a public key of `alg`'s type and curve
+/// (`oct` secrets and unknown types never are).
+fn public_jwk_fits(alg: Algorithm, params: &AlgorithmParameters) -> bool {
+    match params {
+        AlgorithmParameters::RSA(_) => alg.family() == AlgorithmFamily::Rsa,
+        AlgorithmParameters::EllipticCurve(ec) => matches!(
+            (alg, &ec.curve),
+            (Algorithm::ES256, EllipticCurve::P256) | (Algorithm::ES384, EllipticCurve::P384)
+        ),
+        AlgorithmParameters::OctetKeyPair(okp) => alg == Algorithm::EdDSA && okp.curve == EllipticCurve::Ed25519,
+        _ => false,
+    }
+}
+
 /// Refuses non-HMAC algorithms and secrets shorter than the hash output.
 fn check_hmac(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
     let min = match alg {
@@ -376,6 +395,14 @@ pub(crate) fn jwks<'a>(keys: impl IntoIterator<Item = &'a VerifyingKey>) -> JwkS
     JwkSet { keys: keys.into_iter().filter_map(|k| k.public_jwk.as_deref().cloned()).collect() }
 }
 
+/// Unit tests read PEMs before any `JwtAuth` is built (which would pick the
+/// crypto backend when both are compiled in).
+#[cfg(test)]
+pub(crate) fn pick_test_crypto_backend() {
+    #[cfg(all(feature = "aws-lc-rs", feature = "rust-crypto"))]
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +418,22 @@ mod tests {
     fn hmac_and_pem_constructors_refuse_the_wrong_family() {
         assert!(matches!(SigningKey::hmac(Algorithm::ES256, "k", &[0; 64]), Err(KeyError::WrongAlgorithm { .. })));
         assert!(matches!(SigningKey::from_pem(Algorithm::HS256, "k", b""), Err(KeyError::WrongAlgorithm { .. })));
+    }
+
+    #[test]
+    fn from_jwk_refuses_secrets_and_keys_of_another_type() {
+        pick_test_crypto_backend();
+        let oct: Jwk =
+            serde_json::from_str(r#"{"kty":"oct","kid":"s","alg":"RS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}"#)
+                .unwrap();
+        assert!(matches!(VerifyingKey::from_jwk(&oct), Err(KeyError::WrongAlgorithm { .. })));
+        let ec = SigningKey::from_pem(Algorithm::ES256, "e", include_bytes!("../tests/keys/p256.pem")).unwrap();
+        let mut jwk = jwks([ec.verifying_key()]).keys.remove(0);
+        assert!(VerifyingKey::from_jwk(&jwk).is_ok());
+        for other in [KeyAlgorithm::ES384, KeyAlgorithm::RS256, KeyAlgorithm::EdDSA] {
+            jwk.common.key_algorithm = Some(other);
+            assert!(matches!(VerifyingKey::from_jwk(&jwk), Err(KeyError::WrongAlgorithm { .. })), "{other:?}");
+        }
     }
 
     #[test]

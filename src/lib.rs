@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod challenge;
@@ -17,6 +18,9 @@ mod keys;
 mod layer;
 mod random;
 mod refresh_token;
+#[cfg(feature = "remote-keys")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote-keys")))]
+pub mod remote_keys;
 mod response;
 pub mod revocation;
 mod routes;
