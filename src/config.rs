@@ -50,7 +50,7 @@ pub enum ConfigError {
     MissingRefreshSecret,
 }
 
-type RejectionRenderer = Arc<dyn Fn(AuthError) -> Response + Send + Sync>;
+pub(crate) type RejectionRenderer = Arc<dyn Fn(AuthError) -> Response + Send + Sync>;
 
 /// Builds a [`JwtAuth`]. Start from [`JwtAuth::builder`]; every method has a
 /// secure default (see [`JwtAuthBuilder::new`]).
@@ -446,7 +446,8 @@ impl JwtAuthBuilder {
                 self.leeway,
                 self.cache_capacity,
                 self.max_token_bytes,
-            ),
+            )
+            .refusing_audiences_unless(self.audience.is_some()),
             issuer: Some(Issuer::new(signing_key, self.issuer, self.audience, self.access_ttl)),
             sessions: Some(Sessions::new(
                 store,
@@ -477,7 +478,7 @@ impl JwtAuthBuilder {
 
 /// With both crypto backends compiled in, jsonwebtoken cannot pick one by
 /// itself; prefer AWS-LC, the default.
-fn select_crypto_provider() {
+pub(crate) fn select_crypto_provider() {
     #[cfg(all(feature = "aws-lc-rs", feature = "rust-crypto"))]
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }

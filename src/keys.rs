@@ -320,6 +320,7 @@ impl SigningKey {
 
 /// The family of an asymmetric algorithm; HMAC is refused.
 fn family(alg: Algorithm) -> Result<AlgorithmFamily, KeyError> {
+    crate::config::select_crypto_provider();
     match alg.family() {
         AlgorithmFamily::Hmac => {
             Err(KeyError::WrongAlgorithm { alg, why: "HMAC keys are secrets: use `hmac`, not a PEM or JWK" })
@@ -344,6 +345,7 @@ fn public_jwk_fits(alg: Algorithm, params: &AlgorithmParameters) -> bool {
 
 /// Refuses non-HMAC algorithms and secrets shorter than the hash output.
 fn check_hmac(alg: Algorithm, secret: &[u8]) -> Result<(), KeyError> {
+    crate::config::select_crypto_provider();
     let min = match alg {
         Algorithm::HS256 => 32,
         Algorithm::HS384 => 48,
@@ -362,26 +364,53 @@ pub(crate) enum KeyLookup {
     /// No such key: refuse the token.
     Unknown,
     /// Keys come from elsewhere and none has arrived yet: answer 503.
-    #[allow(dead_code)] // until remote key sources land
+    #[cfg_attr(not(feature = "remote-keys"), allow(dead_code))]
     NotReady,
 }
 
-/// The keys a verifier trusts, found by `kid`.
+/// The keys a verifier trusts, found by `kid`: configured ones first, then
+/// those fetched from another issuer.
 #[derive(Clone, Default)]
 pub(crate) struct KeySet {
     local: Vec<VerifyingKey>,
+    #[cfg(feature = "remote-keys")]
+    remote: Option<crate::remote_keys::RemoteKeys>,
 }
 
 impl KeySet {
     pub(crate) fn new(local: Vec<VerifyingKey>) -> Self {
-        Self { local }
+        Self { local, ..Self::default() }
+    }
+
+    /// Also trusts the keys `remote` fetches.
+    #[cfg(feature = "remote-keys")]
+    pub(crate) fn with_remote(mut self, remote: crate::remote_keys::RemoteKeys) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     pub(crate) fn lookup(&self, kid: &str) -> KeyLookup {
-        match self.local.iter().find(|key| key.kid() == kid) {
-            Some(key) => KeyLookup::Found(key.clone()),
-            None => KeyLookup::Unknown,
+        if let Some(key) = self.local.iter().find(|key| key.kid() == kid) {
+            return KeyLookup::Found(key.clone());
         }
+        #[cfg(feature = "remote-keys")]
+        if let Some(remote) = &self.remote {
+            return match remote.lookup(Some(kid)) {
+                crate::remote_keys::KeyLookup::Found(key) => KeyLookup::Found(key),
+                crate::remote_keys::KeyLookup::Unknown => KeyLookup::Unknown,
+                crate::remote_keys::KeyLookup::NotReady => KeyLookup::NotReady,
+            };
+        }
+        KeyLookup::Unknown
+    }
+
+    /// Whether any key can be found at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        #[cfg(feature = "remote-keys")]
+        if self.remote.is_some() {
+            return false;
+        }
+        self.local.is_empty()
     }
 
     /// The keys configured in this process (not fetched ones).

@@ -21,6 +21,7 @@ mod refresh_token;
 #[cfg(feature = "remote-keys")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote-keys")))]
 pub mod remote_keys;
+mod resource_server;
 mod response;
 pub mod revocation;
 mod routes;
@@ -39,6 +40,7 @@ pub use extract::{AuthRejection, Authentication, Claims, NoClaims, Session};
 pub use jsonwebtoken::jwk;
 pub use keys::{Algorithm, KeyError, SigningKey, VerifyingKey};
 pub use layer::{JwtAuthService, ResponseFuture};
+pub use resource_server::ResourceServerBuilder;
 pub use response::{CookieTokens, LoggedOut, TokenResponse};
 pub use session::{SessionInfo, Tokens};
 pub use token::{AccessToken, RegisteredClaims};

@@ -487,3 +487,16 @@ proptest! {
         }
     }
 }
+
+/// A session layer without an audience refuses tokens that name one: tokens
+/// its key signed for another service (the gateway's upstream tokens) must
+/// not pass as its own.
+#[tokio::test]
+async fn without_an_audience_tokens_naming_one_are_refused() {
+    let auth = JwtAuth::builder().signing_key(SigningKey::hs256("k1", SECRET).unwrap()).realm("test").build().unwrap();
+    let app = Router::new().route("/me", get(maybe)).layer(auth.clone());
+    let own = auth.test_token("alice").sign();
+    assert_eq!(send(app.clone(), bearer(&own)).await.status, StatusCode::OK);
+    let upstream = auth.test_token("alice").audience(Some("api")).sign();
+    send(app, bearer(&upstream)).await.assert_rejected(StatusCode::UNAUTHORIZED, "invalid_token", "another audience");
+}

@@ -23,6 +23,10 @@ pub(crate) struct Verifier {
     cache: VerifiedCache,
     leeway_secs: u64,
     max_token_bytes: usize,
+    /// Refuse tokens that name an audience (a session layer without one:
+    /// tokens this service minted for another audience, such as the BFF's
+    /// upstream tokens, must not pass as its own).
+    refuse_audiences: bool,
 }
 
 impl Verifier {
@@ -63,7 +67,15 @@ impl Verifier {
             cache: VerifiedCache::new(cache_capacity),
             leeway_secs: leeway.as_secs(),
             max_token_bytes,
+            refuse_audiences: false,
         }
+    }
+
+    /// Refuses tokens carrying `aud` unless an audience is required (then
+    /// jsonwebtoken checks it).
+    pub(crate) fn refusing_audiences_unless(mut self, audience_required: bool) -> Self {
+        self.refuse_audiences = !audience_required;
+        self
     }
 
     /// Verifies `token`, from the cache when it was verified before.
@@ -131,6 +143,9 @@ impl Verifier {
             .map_err(|e| describe(e.kind()))?;
         let claims: RegisteredClaims = serde_json::from_str(data.claims.get())
             .map_err(|_| AuthError::InvalidToken("The access token lacks a required claim"))?;
+        if self.refuse_audiences && names_an_audience(data.claims.get()) {
+            return Err(AuthError::InvalidToken("The access token is meant for another audience"));
+        }
         self.check_times(&claims, now_ms() / 1000)?;
         Ok(VerifiedToken::new(claims, data.claims))
     }
@@ -143,6 +158,15 @@ impl Verifier {
     pub(crate) fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
         self.keys.local()
     }
+}
+
+/// Whether a payload has an `aud` claim.
+fn names_an_audience(payload: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Audience {
+        aud: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Audience>(payload).is_ok_and(|a| a.aud.is_some())
 }
 
 /// A human description of a verification failure; never includes the token.
