@@ -424,6 +424,12 @@ impl Verifier {
         Ok(VerifiedToken::new(claims, data.claims))
     }
 
+    /// The clock leeway on `exp` and `nbf`, in seconds.
+    #[cfg(feature = "bff")]
+    pub(crate) fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
     /// Every verification key (for the JWKS document).
     pub(crate) fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
         self.keys.iter().map(|(key, _)| key)
