@@ -27,7 +27,10 @@
 //!   moment the layer stops accepting the session's access token (its `exp`
 //!   plus the leeway). It is minted once per access token and reused until a
 //!   quarter of its lifetime is left, so the gateway does not sign on every
-//!   request; a refreshed session gets a new one.
+//!   request; a refreshed session gets a new one. A revoked session's
+//!   requests never reach the gateway (the layer refuses them), but a token
+//!   already sent stays valid upstream until it expires, unless the upstream
+//!   follows the revocations itself.
 //! - **The upstream's answer comes back** (status, headers, body) without
 //!   its hop-by-hop headers and without `Set-Cookie`, except cookies named
 //!   by [`GatewayBuilder::allow_set_cookie`] (never the layer's own cookies).
