@@ -438,6 +438,23 @@ async fn paths_that_climb_out_of_the_upstream_base_are_400() {
 }
 
 #[tokio::test]
+async fn a_request_body_failing_midway_is_400_not_502() {
+    let auth = auth_builder().build().unwrap();
+    let upstream = Upstream::start().await;
+    let app = app(&auth, gateway_builder(&upstream.base).build().unwrap());
+    let chunks: Vec<Result<&'static [u8], std::io::Error>> =
+        vec![Ok(b"first;"), Err(std::io::Error::other("the browser went away"))];
+    let request = Request::post("/api/upload")
+        .header(header::AUTHORIZATION, format!("Bearer {}", auth.test_token("alice").sign()))
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+}
+
+#[tokio::test]
 async fn a_mebibyte_streams_through_intact_both_ways() {
     let setup = Setup::new().await;
     let cookies = setup.login_cookies("alice", "profile").await;

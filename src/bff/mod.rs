@@ -1,10 +1,11 @@
 //! The backend-for-frontend gateway: the browser holds only the layer's
 //! HttpOnly cookies, API servers only ever see short-lived JWTs.
 //!
-//! [`Gateway`] is a tower `Service` mounted behind the [`JwtAuth`](crate::JwtAuth) layer.
-//! The layer authenticates each request as for any protected route (cookie
-//! or bearer, transparent refresh, CSRF refusal of cookie-authenticated
-//! unsafe methods before anything else); the gateway then forwards its
+//! [`Gateway`] is a tower `Service` mounted behind the
+//! [`JwtAuth`](crate::JwtAuth) layer. The layer authenticates each request
+//! as for any protected route (cookie or bearer, transparent refresh, CSRF
+//! refusal of cookie-authenticated unsafe methods before anything else);
+//! the gateway then forwards its
 //! method, path, query and streamed body to the upstream and streams the
 //! answer back:
 //!
@@ -18,8 +19,8 @@
 //!   gateway vouched for them, and the upstream identifies the caller by the
 //!   token, not by an address. Every other request header is forwarded.
 //! - **The upstream gets `Authorization: Bearer <jwt>`**, signed with the
-//!   layer's key (verifiable through [`JwtAuth::jwks`](crate::JwtAuth::jwks); with an HMAC key the
-//!   upstream needs the shared secret), header `typ: at+jwt` (RFC 9068),
+//!   layer's key (verifiable through [`JwtAuth::jwks`](crate::JwtAuth::jwks);
+//!   with an HMAC key the upstream needs the shared secret), header `typ: at+jwt` (RFC 9068),
 //!   claims `sub`, `sid`, `scope` (the session token's `scope`, or its `scp`
 //!   array joined), `iss` (the layer's), `aud` = [`GatewayBuilder::audience`],
 //!   a fresh `jti`, and any claims named by [`GatewayBuilder::forward_claims`].
@@ -42,9 +43,10 @@
 //!   response headers arrive within [`GatewayBuilder::timeout`] (connecting
 //!   and sending the request body count too); `400 invalid_request` for a
 //!   path with dot segments, however encoded (`..`, `%2e%2e`, `..%2f`,
-//!   `..;x`); `500 server_error` when no [`JwtAuth`](crate::JwtAuth) layer runs in front
-//!   (logged once at `error`). Rejections of the layer in optional mode are
-//!   answered as the layer would.
+//!   `..;x`), or a request body that fails midway; `500 server_error` when
+//!   no [`JwtAuth`](crate::JwtAuth) layer runs in front (logged once at
+//!   `error`). Rejections of the layer in optional mode are answered as the
+//!   layer would.
 //!
 //! The path the gateway receives is appended to the upstream URL's path:
 //! mount it with `nest_service`, which strips the mount prefix, so

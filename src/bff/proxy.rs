@@ -108,6 +108,11 @@ impl Shared {
 
         let response = match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
             Ok(Ok(response)) => response,
+            Ok(Err(error)) if request_body_failed(&error) => {
+                // The client's fault (an aborted upload, a body limit in front).
+                tracing::debug!(%error, "the request body could not be read");
+                return Failure::BadBody.into_response();
+            }
             Ok(Err(error)) => {
                 let connect = error.is_connect();
                 tracing::warn!(%error, connect, "the upstream did not answer");
@@ -152,10 +157,25 @@ impl Shared {
     }
 }
 
+/// Whether the client failed because the request body did: its errors are
+/// `axum::Error`s (every body is turned into an `axum::body::Body`).
+fn request_body_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<axum::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// What the gateway itself answers when it cannot forward.
 enum Failure {
     /// 400: the path would leave the upstream's base path.
     BadPath(&'static str),
+    /// 400: the request body failed while it was being forwarded.
+    BadBody,
     /// 502: refused, reset or closed connection.
     Unavailable(&'static str),
     /// 504: no response headers within the timeout.
@@ -174,6 +194,7 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let (status, error, error_description) = match self {
             Self::BadPath(description) => (StatusCode::BAD_REQUEST, "invalid_request", description),
+            Self::BadBody => (StatusCode::BAD_REQUEST, "invalid_request", "The request body could not be read"),
             Self::Unavailable(description) => (StatusCode::BAD_GATEWAY, "bad_gateway", description),
             Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "The upstream did not answer in time"),
             Self::Misconfigured(description) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", description),
