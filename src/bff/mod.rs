@@ -5,9 +5,8 @@
 //! [`JwtAuth`](crate::JwtAuth) layer. The layer authenticates each request
 //! as for any protected route (cookie or bearer, transparent refresh, CSRF
 //! refusal of cookie-authenticated unsafe methods before anything else);
-//! the gateway then forwards its
-//! method, path, query and streamed body to the upstream and streams the
-//! answer back:
+//! the gateway then forwards its method, path, query and streamed body to
+//! the upstream and streams the answer back:
 //!
 //! - **Credentials stay behind.** The browser's `Cookie`, `Authorization`,
 //!   `Proxy-Authorization` and `X-CSRF-Token` are never forwarded, nor any
