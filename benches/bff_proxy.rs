@@ -3,8 +3,8 @@
 //! gateway's latency at most 1.1 × the plain proxy's).
 //!
 //! ```text
-//! cargo bench --bench bff_proxy --features bff      # about 15 s
-//! BFF_BENCH_CYCLES=9 cargo bench --bench bff_proxy --features bff
+//! cargo bench --bench bff_proxy --features bff      # about 30 s
+//! BFF_BENCH_CYCLES=20 cargo bench --bench bff_proxy --features bff
 //! ```
 //!
 //! One process. A server thread (a current-thread Tokio runtime) serves:
@@ -251,7 +251,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| (1..=50).contains(&n))
-        .unwrap_or(5);
+        .unwrap_or(9);
     let servers = start_servers();
     let get = |path: &str, extra: &str| -> Arc<[u8]> {
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n{extra}\r\n").into_bytes().into()
