@@ -1,8 +1,12 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "bff")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bff")))]
+pub mod bff;
 mod cache;
 mod challenge;
 mod client_info;

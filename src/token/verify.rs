@@ -154,6 +154,12 @@ impl Verifier {
         self.validations.iter().find(|(a, _)| *a == alg).map(|(_, validation)| validation)
     }
 
+    /// The clock leeway on `exp` and `nbf`, in seconds.
+    #[cfg(feature = "bff")]
+    pub(crate) fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
     /// The keys this verifier holds locally (for the JWKS document).
     pub(crate) fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
         self.keys.local()

@@ -4,3 +4,4 @@
 pub mod browser;
 pub mod demo;
 pub mod redis_server;
+pub mod upstream;
