@@ -471,6 +471,7 @@ impl JwtAuthBuilder {
             read_access_cookie: true,
             leeway_secs: self.leeway.as_secs(),
             unavailable_as_guest: self.unavailable_as_guest,
+            _revocation_source: None,
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }
@@ -522,6 +523,9 @@ pub(crate) struct Inner {
     pub(crate) unavailable_as_guest: bool,
     /// Clock leeway, for guards judging `auth_time`.
     pub(crate) leeway_secs: u64,
+    /// Where a verify-only layer hears about revocations: kept alive with
+    /// the layer (its subscription stops when the store is dropped).
+    pub(crate) _revocation_source: Option<Arc<dyn SessionStore>>,
 }
 
 impl JwtAuth {
@@ -561,6 +565,35 @@ impl JwtAuth {
             Some(render) => render(error),
             None => error.into_response_with_realm(self.inner.realm.as_deref()),
         }
+    }
+
+    /// Waits until this instance holds every revocation made before it
+    /// started (see [`RevocationList::mark_loaded`]), at most `deadline`;
+    /// `true` when they are loaded. Until then the layer answers `503` to
+    /// token-bearing requests rather than accept a token it cannot check:
+    /// await this before accepting connections to serve correct answers from
+    /// the first request (and to start serving anyway after `deadline` when
+    /// the store is down).
+    ///
+    /// ```
+    /// # async fn f(auth: tower_jwt_auth::JwtAuth) {
+    /// if !auth.revocations_loaded(std::time::Duration::from_secs(10)).await {
+    ///     tracing::warn!("serving before revocations are loaded: token-bearing requests answer 503 meanwhile");
+    /// }
+    /// # }
+    /// ```
+    pub async fn revocations_loaded(&self, deadline: Duration) -> bool {
+        let revocations = &self.inner.revocations;
+        let started = tokio::time::Instant::now();
+        // Loading marks the list once, after paging through the store: a
+        // short poll, never on the request path.
+        while !revocations.is_loaded() {
+            if started.elapsed() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// The public keys as a JWKS document (RFC 7517), for other services to

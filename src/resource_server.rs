@@ -212,7 +212,7 @@ impl ResourceServerBuilder {
         }
         let issuer = self.issuer.or(discovered_issuer);
         let revocations = Arc::new(RevocationList::new());
-        match self.revocations {
+        match &self.revocations {
             Some(store) => store.attach(revocations.clone()),
             None => revocations.mark_loaded(),
         }
@@ -243,6 +243,7 @@ impl ResourceServerBuilder {
             read_access_cookie: self.access_cookie.is_some(),
             unavailable_as_guest: self.unavailable_as_guest,
             leeway_secs: self.leeway.as_secs(),
+            _revocation_source: self.revocations,
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }

@@ -45,6 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.revocations_from(RedisStore::connect(&url).await?);
     }
     let verifier = builder.build()?;
+    // Revocations first: from the first request, a revoked session's token is refused.
+    if !verifier.revocations_loaded(Duration::from_secs(10)).await {
+        tracing::warn!("revocations not loaded yet: token-bearing requests answer 503 until they are");
+    }
 
     let app = Router::new()
         .route("/whoami", get(whoami))

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_jwt_auth::{
     AuthError, Claims, ClientInfo, JwtAuth, LoggedOut, Session, SessionInfo,
+    bff::Gateway,
     guard::{RequireRecentLogin, RequireScope},
     store::RedisStore,
 };
@@ -161,10 +162,10 @@ async fn set_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The demo's whole application.
-fn app(app: App, fresh: Duration) -> Router {
+/// The demo's whole application; with a gateway, `/api/…` is forwarded to it.
+fn app(app: App, fresh: Duration, gateway: Option<Gateway>) -> Router {
     let auth = app.auth.clone();
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route("/me", get(me))
         .route("/logout", post(logout))
         .route("/logout-all", post(logout_all))
@@ -174,8 +175,11 @@ fn app(app: App, fresh: Duration) -> Router {
         .route("/reauth", post(reauth))
         .route("/admin", get(me).route_layer(RequireScope::all(["admin"])))
         .route("/users/{user}/role", put(set_role).route_layer(RequireScope::all(["admin"])))
-        .route("/sensitive", get(sensitive).route_layer(RequireRecentLogin::within(fresh)))
-        .route_layer(auth.clone());
+        .route("/sensitive", get(sensitive).route_layer(RequireRecentLogin::within(fresh)));
+    if let Some(gateway) = gateway {
+        protected = protected.nest_service("/api", gateway);
+    }
+    let protected = protected.route_layer(auth.clone());
     let optional = Router::new().route("/hello", get(hello)).route_layer(auth.optional());
     Router::new()
         .route("/", get(index))
@@ -242,11 +246,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let auth = builder.build()?;
     let fresh = settings::secs("FRESH_SECS", 300);
+    // Revocations first: from the first request, a revoked session's token is refused.
+    if !auth.revocations_loaded(Duration::from_secs(10)).await {
+        tracing::warn!("revocations not loaded yet: token-bearing requests answer 503 until they are");
+    }
 
     let port: u16 = settings::var("PORT").and_then(|v| v.parse().ok()).unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let router = app(App { auth, users }, fresh);
+    let gateway = match settings::var("UPSTREAM_URL") {
+        Some(upstream) => {
+            let audience = settings::var("UPSTREAM_AUDIENCE").unwrap_or_else(|| "api".into());
+            tracing::info!(%upstream, %audience, "API calls under /api/ are forwarded upstream");
+            Some(Gateway::builder(upstream).audience(audience).build()?)
+        }
+        None => None,
+    };
+    let router = app(App { auth, users }, fresh, gateway);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await?;
     Ok(())
 }

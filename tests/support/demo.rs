@@ -26,17 +26,27 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
 }
 
-/// `target/<profile>/examples/demo`, built once per test binary with
-/// `cargo build --example demo` (a no-op when it is fresh). The profile and
+/// `target/<profile>/examples/<name>`, built once per test binary with
+/// `cargo build --example <name>` (a no-op when it is fresh). The profile and
 /// target directory are those of this test binary
 /// (`target/<profile>/deps/<test>-…`), so `CARGO_TARGET_DIR` and
 /// `--release` are followed.
-pub fn demo_binary() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(build_demo).clone().unwrap_or_else(|error| panic!("{error}"))
+pub fn example_binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(name.to_owned())
+        .or_insert_with(|| build_example(name))
+        .clone()
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
-fn build_demo() -> Result<PathBuf, String> {
+/// The demo's binary.
+pub fn demo_binary() -> PathBuf {
+    example_binary("demo")
+}
+
+fn build_example(name: &str) -> Result<PathBuf, String> {
     let exe = env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let profile_dir = exe
         .parent()
@@ -49,20 +59,20 @@ fn build_demo() -> Result<PathBuf, String> {
     };
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
-        .args(["build", "--example", "demo", "--profile", &profile])
+        .args(["build", "--example", name, "--profile", &profile])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("could not run `cargo build --example demo`: {e}"))?;
+        .map_err(|e| format!("could not run `cargo build --example {name}`: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "`cargo build --example demo --profile {profile}` failed:\n{}",
+            "`cargo build --example {name} --profile {profile}` failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let binary = profile_dir.join("examples").join("demo");
+    let binary = profile_dir.join("examples").join(name);
     if !binary.is_file() {
-        return Err(format!("`cargo build --example demo` left no binary at {}", binary.display()));
+        return Err(format!("`cargo build --example {name}` left no binary at {}", binary.display()));
     }
     Ok(binary)
 }
@@ -83,20 +93,29 @@ impl Demo {
     /// say otherwise) and waits for its `listening on http://127.0.0.1:PORT`
     /// line. Blocks for at most a few seconds.
     pub fn start(vars: &[(&str, &str)]) -> Demo {
-        let binary = demo_binary();
+        Demo::start_example("demo", vars)
+    }
+
+    /// Starts another example the same way (`api`); a `PORT` in `vars` is
+    /// used as given, else a free one is picked.
+    pub fn start_example(name: &str, vars: &[(&str, &str)]) -> Demo {
+        let binary = example_binary(name);
+        let fixed = vars.iter().find(|(k, _)| *k == "PORT").and_then(|(_, v)| v.parse().ok());
         let mut last_error = String::new();
         // A free port may be taken between probing and binding: retry.
         for _ in 0..3 {
-            match Demo::try_start(&binary, vars) {
+            match Demo::try_start(&binary, vars, fixed.unwrap_or_else(free_port)) {
                 Ok(demo) => return demo,
                 Err(error) => last_error = error,
             }
+            if fixed.is_some() {
+                break;
+            }
         }
-        panic!("the demo did not start: {last_error}");
+        panic!("`{name}` did not start: {last_error}");
     }
 
-    fn try_start(binary: &Path, vars: &[(&str, &str)]) -> Result<Demo, String> {
-        let port = free_port();
+    fn try_start(binary: &Path, vars: &[(&str, &str)], port: u16) -> Result<Demo, String> {
         let mut command = Command::new(binary);
         command
             .env_remove("REDIS_URL")
@@ -104,7 +123,7 @@ impl Demo {
             .env("JWT_SECRET", "demo-tests-secret")
             .env("RUST_LOG", "info,tower_jwt_auth=debug")
             .env("NO_COLOR", "1")
-            .envs(vars.iter().copied())
+            .envs(vars.iter().copied().filter(|(k, _)| *k != "PORT"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
