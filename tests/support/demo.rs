@@ -25,7 +25,8 @@ pub fn free_port() -> u16 {
 }
 
 /// `target/<profile>/examples/demo`, built once per test binary with
-/// `cargo build --example demo` (a no-op when it is fresh). The profile and
+/// `cargo build -p tower-jwt-auth --example demo` (a no-op when it is fresh;
+/// `-p` so that workspace members' tests build it too). The profile and
 /// target directory are those of this test binary
 /// (`target/<profile>/deps/<test>-…`), so `CARGO_TARGET_DIR` and
 /// `--release` are followed.
@@ -47,7 +48,7 @@ fn build_demo() -> Result<PathBuf, String> {
     };
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
-        .args(["build", "--example", "demo", "--profile", &profile])
+        .args(["build", "-p", "tower-jwt-auth", "--example", "demo", "--profile", &profile])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .output()

@@ -2,10 +2,11 @@
 //! WebDriver (`chromedriver` + `fantoccini`): HttpOnly cookies, transparent
 //! refresh, parallel requests after expiry, CSRF from another origin, logout.
 //!
-//! Needs Debian's `chromium` and `chromium-driver`
-//! (`apt-get install -y chromium chromium-driver`; `.ci/run` installs them);
-//! without them every test fails, saying so. Each test starts its own demo
-//! process and its own browser, on free loopback ports.
+//! Needs Chromium and chromedriver, found on PATH or at `$CHROMIUM` and
+//! `$CHROMEDRIVER` (`./test` installs Debian's `chromium` and
+//! `chromium-driver` when they are missing); without them every test fails,
+//! saying how to install them. Each test starts its own demo process and its
+//! own browser, on free loopback ports.
 
 mod support;
 
