@@ -1,5 +1,5 @@
 //! The runnable showcase of tower-jwt-auth, and the server the black-box
-//! tests drive (see `shared/CONTRACT.md`): login in cookie and token modes,
+//! tests drive (see `examples/README.md`): login in cookie and token modes,
 //! transparent refresh, logout, logout everywhere, and device management.
 //!
 //! ```text

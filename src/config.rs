@@ -67,6 +67,7 @@ pub struct JwtAuthBuilder {
     csrf_cookie: Option<String>,
     on_rejection: Option<RejectionRenderer>,
     reload_claims: Option<ClaimsReloader>,
+    refresh_path: String,
 }
 
 impl Default for JwtAuthBuilder {
@@ -92,6 +93,7 @@ impl JwtAuthBuilder {
     /// | longest access token accepted | 8 KiB |
     /// | session store | [`MemoryStore`] (one process) |
     /// | refresh-token HMAC key | random (set one to share it between instances) |
+    /// | refresh endpoint of [`JwtAuth::refresh_router`] | `POST /auth/refresh` |
     pub fn new() -> Self {
         Self {
             signing_key: None,
@@ -117,6 +119,7 @@ impl JwtAuthBuilder {
             csrf_cookie: None,
             on_rejection: None,
             reload_claims: None,
+            refresh_path: "/auth/refresh".into(),
         }
     }
 
@@ -212,9 +215,40 @@ impl JwtAuthBuilder {
     }
 
     /// Drops `Secure` from the cookies, for plain-HTTP development on a host
-    /// other than `localhost` only. Requires cookie names without `__Host-`.
+    /// other than `localhost` only (browsers keep `Secure` cookies on
+    /// `http://localhost`). Browsers refuse `__Host-` and `__Secure-` cookies
+    /// without `Secure`, so rename them too:
+    ///
+    /// ```
+    /// use tower_jwt_auth::{JwtAuth, SigningKey};
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .insecure_cookies()
+    ///     .cookie_names("access", "refresh")
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn insecure_cookies(mut self) -> Self {
         self.secure_cookies = false;
+        self
+    }
+
+    /// The path of the refresh endpoint that [`JwtAuth::refresh_router`]
+    /// serves (default `/auth/refresh`), e.g. `/api/v1/token`. A literal
+    /// path: it starts with `/` and holds no route parameter.
+    ///
+    /// ```
+    /// use axum::Router;
+    /// use tower_jwt_auth::{JwtAuth, SigningKey};
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .refresh_path("/api/v1/token")
+    ///     .build()?;
+    /// let app: Router = Router::new().merge(auth.refresh_router()); // POST /api/v1/token
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refresh_path(mut self, path: impl Into<String>) -> Self {
+        self.refresh_path = path.into();
         self
     }
 
@@ -356,8 +390,15 @@ impl JwtAuthBuilder {
                 return Err(ConfigError::Invalid("cookie names must be RFC 6265 tokens"));
             }
             if !self.secure_cookies && (name.starts_with("__Host-") || name.starts_with("__Secure-")) {
-                return Err(ConfigError::Invalid("__Host- and __Secure- cookies must be Secure"));
+                return Err(ConfigError::Invalid(
+                    "insecure_cookies() drops Secure, which browsers require of __Host- and __Secure- cookies: \
+                     also rename them, e.g. .cookie_names(\"access\", \"refresh\")",
+                ));
             }
+        }
+        let literal = |c: char| c.is_ascii_graphic() && !matches!(c, '{' | '}' | '*' | '?' | '#');
+        if !self.refresh_path.starts_with('/') || !self.refresh_path.chars().all(literal) {
+            return Err(ConfigError::Invalid("the refresh path must start with / and hold no route parameter"));
         }
         if self.access_cookie == self.refresh_cookie {
             return Err(ConfigError::Invalid("the access and refresh cookies need different names"));
@@ -418,6 +459,7 @@ impl JwtAuthBuilder {
             csrf,
             realm: self.realm,
             on_rejection: self.on_rejection,
+            refresh_path: self.refresh_path,
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }
@@ -459,6 +501,7 @@ pub(crate) struct Inner {
     pub(crate) csrf: CsrfCheck,
     pub(crate) realm: Option<String>,
     pub(crate) on_rejection: Option<RejectionRenderer>,
+    pub(crate) refresh_path: String,
 }
 
 impl JwtAuth {
@@ -488,6 +531,31 @@ impl JwtAuth {
     /// The same layer in optional mode: requests without valid credentials
     /// pass through without claims (handlers take `Option<Claims<T>>`); a
     /// handler that takes `Claims<T>` still answers the original rejection.
+    /// Expired cookie sessions are still refreshed transparently.
+    ///
+    /// Give each group of routes its layer with `route_layer`, then merge:
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use tower_jwt_auth::{Claims, JwtAuth, SigningKey};
+    ///
+    /// async fn home(claims: Option<Claims>) -> String {
+    ///     match claims {
+    ///         Some(claims) => format!("welcome back, {}", claims.sub()),
+    ///         None => "hello, guest".to_owned(),
+    ///     }
+    /// }
+    ///
+    /// async fn me(claims: Claims) -> String {
+    ///     claims.sub().to_owned()
+    /// }
+    ///
+    /// let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+    /// let public = Router::new().route("/", get(home)).route_layer(auth.optional());
+    /// let protected = Router::new().route("/me", get(me)).route_layer(auth.clone());
+    /// let app: Router = public.merge(protected).merge(auth.refresh_router());
+    /// # Ok::<(), tower_jwt_auth::KeyError>(())
+    /// ```
     pub fn optional(&self) -> Self {
         Self { inner: self.inner.clone(), optional: true }
     }

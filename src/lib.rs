@@ -1,6 +1,11 @@
 #![doc = include_str!("../README.md")]
+//!
+//! ## Features
+#![doc = document_features::document_features!()]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// docs.rs: a badge on every item that needs a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod config;
@@ -27,7 +32,11 @@ pub use config::{ConfigError, JwtAuth, JwtAuthBuilder};
 pub use cookie::SameSite;
 pub use error::AuthError;
 pub use extract::{AuthRejection, Claims, NoClaims, Session};
-pub use jsonwebtoken::jwk;
+/// JSON Web Keys (RFC 7517), from jsonwebtoken: a [`jwk::Jwk`] builds a
+/// [`VerifyingKey::from_jwk`], and [`JwtAuth::jwks`] answers a [`jwk::JwkSet`].
+pub mod jwk {
+    pub use jsonwebtoken::jwk::*;
+}
 pub use keys::{Algorithm, KeyError, SigningKey, VerifyingKey};
 pub use layer::{JwtAuthService, ResponseFuture};
 pub use response::{CookieTokens, LoggedOut, TokenResponse};
