@@ -42,6 +42,28 @@ type RejectionRenderer = Arc<dyn Fn(AuthError) -> Response + Send + Sync>;
 
 /// Builds a [`JwtAuth`]. Start from [`JwtAuth::builder`]; every method has a
 /// secure default (see [`JwtAuthBuilder::new`]).
+///
+/// A production setup: several instances sharing Redis, so they share the
+/// refresh-token secret too (both from the environment, never from code).
+///
+/// ```no_run
+/// use std::{env, time::Duration};
+///
+/// use tower_jwt_auth::{JwtAuth, SameSite, SigningKey, store::RedisStore};
+///
+/// # async fn build() -> Result<JwtAuth, Box<dyn std::error::Error>> {
+/// let auth = JwtAuth::builder()
+///     .signing_key(SigningKey::hs256("2026-11", env::var("JWT_SECRET")?.as_bytes())?)
+///     .refresh_token_secret(env::var("REFRESH_SECRET")?)
+///     .issuer("https://app.example")
+///     .audience("app")
+///     .access_ttl(Duration::from_secs(10 * 60))
+///     .refresh_ttl(Duration::from_secs(7 * 24 * 3600))
+///     .same_site(SameSite::Strict)
+///     .store(RedisStore::connect("redis://127.0.0.1:6379").await?)
+///     .build()?;
+/// # Ok(auth) }
+/// ```
 #[must_use]
 pub struct JwtAuthBuilder {
     signing_key: Option<SigningKey>,
