@@ -3,11 +3,11 @@
 //! at least 0.95 × bare axum's requests/s).
 //!
 //! ```text
-//! cargo bench --bench http_load                  # 5 cycles of 3 s rounds, about 2 minutes
-//! cargo bench --bench http_load -- --quick       # 2 cycles of 1 s rounds, about 20 s
-//! HTTP_LOAD_QUICK=1 cargo bench --bench http_load               # the same as --quick
-//! HTTP_LOAD_SECS=5 HTTP_LOAD_CYCLES=7 HTTP_LOAD_CONNS=64 cargo bench --bench http_load
-//! HTTP_LOAD_ONLY=bare/HS256 cargo bench --bench http_load -- --quick   # one server alone, for profiling
+//! cargo bench -p tower-jwt-auth-benches --bench http_load                  # 5 cycles of 3 s rounds, about 2 minutes
+//! cargo bench -p tower-jwt-auth-benches --bench http_load -- --quick       # 2 cycles of 1 s rounds, about 20 s
+//! HTTP_LOAD_QUICK=1 cargo bench -p tower-jwt-auth-benches --bench http_load               # the same as --quick
+//! HTTP_LOAD_SECS=5 HTTP_LOAD_CYCLES=7 HTTP_LOAD_CONNS=64 cargo bench -p tower-jwt-auth-benches --bench http_load
+//! HTTP_LOAD_ONLY=bare/HS256 cargo bench -p tower-jwt-auth-benches --bench http_load -- --quick   # one server alone, for profiling
 //! ```
 //!
 //! One process: a server thread (a current-thread Tokio runtime) serves five

@@ -7,7 +7,7 @@
 //! prints the `used_memory` growth per session and the encoding of one user's
 //! hash; then times sequential rotations of one session.
 //!
-//! Run: `cargo bench --bench redis_memory` (needs `redis-server` on PATH).
+//! Run: `cargo bench -p tower-jwt-auth-benches --bench redis_memory` (needs `redis-server` on PATH).
 
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;

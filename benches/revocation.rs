@@ -2,8 +2,8 @@
 //! (DESIGN §4: p99 ≤ 5 ms), next to raw Redis pub/sub on the same server.
 //!
 //! ```text
-//! cargo bench --bench revocation                 # 1000 samples (at most 60 s)
-//! REVOCATION_SAMPLES=200 cargo bench --bench revocation
+//! cargo bench -p tower-jwt-auth-benches --bench revocation                 # 1000 samples (at most 60 s)
+//! REVOCATION_SAMPLES=200 cargo bench -p tower-jwt-auth-benches --bench revocation
 //! ```
 //!
 //! One process, one current-thread Tokio runtime, one `redis-server` started

@@ -5,11 +5,11 @@
 //! baseline) and a bare `SET` handler (a lower bound of the ratio).
 //!
 //! ```text
-//! cargo bench --bench rotation                   # 5 cycles of 3 s rounds, about 40 s
-//! cargo bench --bench rotation -- --quick        # 2 cycles of 1 s rounds, about 10 s
-//! ROTATION_SECS=5 ROTATION_CYCLES=7 ROTATION_CONNS=64 cargo bench --bench rotation
-//! ROTATION_GRACE_MS=0 cargo bench --bench rotation      # grace window (default: the crate's, 10 s)
-//! ROTATION_CACHE_CAPACITY=0 cargo bench --bench rotation # verified-token cache (default: the crate's, 10 000)
+//! cargo bench -p tower-jwt-auth-benches --bench rotation                   # 5 cycles of 3 s rounds, about 40 s
+//! cargo bench -p tower-jwt-auth-benches --bench rotation -- --quick        # 2 cycles of 1 s rounds, about 10 s
+//! ROTATION_SECS=5 ROTATION_CYCLES=7 ROTATION_CONNS=64 cargo bench -p tower-jwt-auth-benches --bench rotation
+//! ROTATION_GRACE_MS=0 cargo bench -p tower-jwt-auth-benches --bench rotation      # grace window (default: the crate's, 10 s)
+//! ROTATION_CACHE_CAPACITY=0 cargo bench -p tower-jwt-auth-benches --bench rotation # verified-token cache (default: the crate's, 10 000)
 //! ```
 //!
 //! `ROTATION_ONLY=rotation` (or `tower-sessions`, or `set`) runs one server

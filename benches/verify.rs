@@ -2,8 +2,8 @@
 //! a request with `Authorization: Bearer` going through [`JwtAuth`].
 //!
 //! ```text
-//! cargo bench --bench verify                 # everything (about 2 minutes)
-//! cargo bench --bench verify -- uncached     # one group (criterion filter)
+//! cargo bench -p tower-jwt-auth-benches --bench verify                 # everything (about 2 minutes)
+//! cargo bench -p tower-jwt-auth-benches --bench verify -- uncached     # one group (criterion filter)
 //! ```
 //!
 //! Groups:

@@ -19,7 +19,16 @@ const MAX_USER_AGENT: usize = 256;
 
 /// Who is logging in from where: the device information kept with a session.
 ///
-/// Extract it in a login handler (the application state must give a
+/// Build it yourself:
+///
+/// ```
+/// use tower_jwt_auth::ClientInfo;
+///
+/// let client = ClientInfo { user_agent: Some("curl/8.5".into()), ip: Some([192, 0, 2, 7].into()) };
+/// assert_eq!(client.ip.map(|ip| ip.to_string()).as_deref(), Some("192.0.2.7"));
+/// ```
+///
+/// or extract it in a login handler (the application state must give a
 /// [`JwtAuth`] through `FromRef`, which reads `X-Forwarded-For` /
 /// `Forwarded` when the TCP peer is one of
 /// [`trusted_proxies`](crate::JwtAuthBuilder::trusted_proxies)):

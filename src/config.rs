@@ -54,6 +54,28 @@ pub(crate) type RejectionRenderer = Arc<dyn Fn(AuthError) -> Response + Send + S
 
 /// Builds a [`JwtAuth`]. Start from [`JwtAuth::builder`]; every method has a
 /// secure default (see [`JwtAuthBuilder::new`]).
+///
+/// A production setup: several instances sharing Redis, so they share the
+/// refresh-token secret too (both from the environment, never from code).
+///
+/// ```no_run
+/// use std::{env, time::Duration};
+///
+/// use tower_jwt_auth::{JwtAuth, SameSite, SigningKey, store::RedisStore};
+///
+/// # async fn build() -> Result<JwtAuth, Box<dyn std::error::Error>> {
+/// let auth = JwtAuth::builder()
+///     .signing_key(SigningKey::hs256("2026-11", env::var("JWT_SECRET")?.as_bytes())?)
+///     .refresh_token_secret(env::var("REFRESH_SECRET")?)
+///     .issuer("https://app.example")
+///     .audience("app")
+///     .access_ttl(Duration::from_secs(10 * 60))
+///     .refresh_ttl(Duration::from_secs(7 * 24 * 3600))
+///     .same_site(SameSite::Strict)
+///     .store(RedisStore::connect("redis://127.0.0.1:6379").await?)
+///     .build()?;
+/// # Ok(auth) }
+/// ```
 #[must_use]
 pub struct JwtAuthBuilder {
     signing_key: Option<SigningKey>,
@@ -81,6 +103,7 @@ pub struct JwtAuthBuilder {
     on_rejection: Option<RejectionRenderer>,
     reload_claims: Option<ClaimsReloader>,
     unavailable_as_guest: bool,
+    refresh_path: String,
 }
 
 impl Default for JwtAuthBuilder {
@@ -107,6 +130,7 @@ impl JwtAuthBuilder {
     /// | session store | [`MemoryStore`] (one process) |
     /// | refresh-token HMAC key | random with the memory store; required with a shared store |
     /// | trusted proxies | none (the TCP peer is the client) |
+    /// | refresh endpoint of [`JwtAuth::refresh_router`] | `POST /auth/refresh` |
     pub fn new() -> Self {
         Self {
             signing_key: None,
@@ -134,6 +158,7 @@ impl JwtAuthBuilder {
             on_rejection: None,
             reload_claims: None,
             unavailable_as_guest: true,
+            refresh_path: "/auth/refresh".into(),
         }
     }
 
@@ -230,9 +255,40 @@ impl JwtAuthBuilder {
     }
 
     /// Drops `Secure` from the cookies, for plain-HTTP development on a host
-    /// other than `localhost` only. Requires cookie names without `__Host-`.
+    /// other than `localhost` only (browsers keep `Secure` cookies on
+    /// `http://localhost`). Browsers refuse `__Host-` and `__Secure-` cookies
+    /// without `Secure`, so rename them too:
+    ///
+    /// ```
+    /// use tower_jwt_auth::{JwtAuth, SigningKey};
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .insecure_cookies()
+    ///     .cookie_names("access", "refresh")
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn insecure_cookies(mut self) -> Self {
         self.secure_cookies = false;
+        self
+    }
+
+    /// The path of the refresh endpoint that [`JwtAuth::refresh_router`]
+    /// serves (default `/auth/refresh`), e.g. `/api/v1/token`. A literal
+    /// path: it starts with `/` and holds no route parameter.
+    ///
+    /// ```
+    /// use axum::Router;
+    /// use tower_jwt_auth::{JwtAuth, SigningKey};
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .refresh_path("/api/v1/token")
+    ///     .build()?;
+    /// let app: Router = Router::new().merge(auth.refresh_router()); // POST /api/v1/token
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refresh_path(mut self, path: impl Into<String>) -> Self {
+        self.refresh_path = path.into();
         self
     }
 
@@ -406,8 +462,15 @@ impl JwtAuthBuilder {
                 return Err(ConfigError::Invalid("cookie names must be RFC 6265 tokens"));
             }
             if !self.secure_cookies && (name.starts_with("__Host-") || name.starts_with("__Secure-")) {
-                return Err(ConfigError::Invalid("__Host- and __Secure- cookies must be Secure"));
+                return Err(ConfigError::Invalid(
+                    "insecure_cookies() drops Secure, which browsers require of __Host- and __Secure- cookies: \
+                     also rename them, e.g. .cookie_names(\"access\", \"refresh\")",
+                ));
             }
+        }
+        let literal = |c: char| c.is_ascii_graphic() && !matches!(c, '{' | '}' | '*' | '?' | '#');
+        if !self.refresh_path.starts_with('/') || !self.refresh_path.chars().all(literal) {
+            return Err(ConfigError::Invalid("the refresh path must start with / and hold no route parameter"));
         }
         if self.access_cookie == self.refresh_cookie {
             return Err(ConfigError::Invalid("the access and refresh cookies need different names"));
@@ -472,6 +535,7 @@ impl JwtAuthBuilder {
             leeway_secs: self.leeway.as_secs(),
             unavailable_as_guest: self.unavailable_as_guest,
             _revocation_source: None,
+            refresh_path: self.refresh_path,
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }
@@ -526,6 +590,7 @@ pub(crate) struct Inner {
     /// Where a verify-only layer hears about revocations: kept alive with
     /// the layer (its subscription stops when the store is dropped).
     pub(crate) _revocation_source: Option<Arc<dyn SessionStore>>,
+    pub(crate) refresh_path: String,
 }
 
 impl JwtAuth {
@@ -555,6 +620,31 @@ impl JwtAuth {
     /// The same layer in optional mode: requests without valid credentials
     /// pass through without claims (handlers take `Option<Claims<T>>`); a
     /// handler that takes `Claims<T>` still answers the original rejection.
+    /// Expired cookie sessions are still refreshed transparently.
+    ///
+    /// Give each group of routes its layer with `route_layer`, then merge:
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use tower_jwt_auth::{Claims, JwtAuth, SigningKey};
+    ///
+    /// async fn home(claims: Option<Claims>) -> String {
+    ///     match claims {
+    ///         Some(claims) => format!("welcome back, {}", claims.sub()),
+    ///         None => "hello, guest".to_owned(),
+    ///     }
+    /// }
+    ///
+    /// async fn me(claims: Claims) -> String {
+    ///     claims.sub().to_owned()
+    /// }
+    ///
+    /// let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+    /// let public = Router::new().route("/", get(home)).route_layer(auth.optional());
+    /// let protected = Router::new().route("/me", get(me)).route_layer(auth.clone());
+    /// let app: Router = public.merge(protected).merge(auth.refresh_router());
+    /// # Ok::<(), tower_jwt_auth::KeyError>(())
+    /// ```
     pub fn optional(&self) -> Self {
         Self { inner: self.inner.clone(), optional: true }
     }

@@ -50,6 +50,14 @@ pub enum AuthError {
     MissingCredentials,
     /// Wrong user name or password at login: 401 with a bare
     /// `WWW-Authenticate: Bearer` and `invalid_grant` in the body.
+    ///
+    /// `invalid_grant` is the RFC 6749 §5.2 code for resource-owner
+    /// credentials that are wrong, so OAuth clients understand it, and it is
+    /// the code every failed refresh answers too: one code means "what you
+    /// sent cannot log you in". A login form that wants its own body can
+    /// answer its own error instead of this variant, or render every
+    /// rejection with
+    /// [`JwtAuthBuilder::on_rejection`](crate::JwtAuthBuilder::on_rejection).
     #[error("Wrong user name or password")]
     InvalidCredentials,
     /// A malformed request, such as a broken `Authorization` header: 400 `invalid_request`.

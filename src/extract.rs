@@ -341,31 +341,51 @@ impl<'de> Deserialize<'de> for NoClaims {
     }
 }
 
-/// The caller's session: log it out, log out everywhere (else), list and
-/// revoke the user's devices, re-authenticate.
-///
-/// It shares its name with `tower_sessions::Session`; import one of them
-/// under another name when an application uses both
-/// (`use tower_jwt_auth::Session as AuthSession;`).
+/// The caller's session: log it out, log out everywhere (or everywhere
+/// else), list and revoke the user's devices, re-authenticate. Extracting it needs the [`JwtAuth`] layer in front of the
+/// handler (a protected route).
 ///
 /// ```
-/// use axum::{Json, extract::Path, http::StatusCode};
-/// use tower_jwt_auth::{AuthError, LoggedOut, Session, SessionInfo};
+/// use axum::{
+///     Json, Router,
+///     extract::Path,
+///     http::StatusCode,
+///     routing::{delete, get, post},
+/// };
+/// use tower_jwt_auth::{AuthError, JwtAuth, LoggedOut, Session, SessionInfo, SigningKey};
 ///
 /// async fn logout(session: Session) -> Result<LoggedOut, AuthError> {
-///     session.logout().await
+///     session.logout().await // 204, both cookies cleared
 /// }
+///
 /// async fn logout_everywhere(session: Session) -> Result<LoggedOut, AuthError> {
 ///     session.logout_all().await
 /// }
+///
+/// /// The user's devices, this one marked `"current": true`.
 /// async fn devices(session: Session) -> Result<Json<Vec<SessionInfo>>, AuthError> {
 ///     Ok(Json(session.list().await?))
 /// }
-/// async fn revoke_device(session: Session, Path(id): Path<String>) -> Result<StatusCode, AuthError> {
+///
+/// /// Signs one device out; another user's session id answers 404.
+/// async fn revoke(session: Session, Path(id): Path<String>) -> Result<StatusCode, AuthError> {
 ///     session.revoke(&id).await?;
 ///     Ok(StatusCode::NO_CONTENT)
 /// }
+///
+/// let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+/// let app: Router = Router::new()
+///     .route("/logout", post(logout))
+///     .route("/logout-all", post(logout_everywhere))
+///     .route("/sessions", get(devices))
+///     .route("/sessions/{id}", delete(revoke))
+///     .route_layer(auth);
+/// # Ok::<(), tower_jwt_auth::KeyError>(())
 /// ```
+///
+/// `tower_sessions::Session` has the same name: with both crates in one
+/// file, import this one under another name,
+/// `use tower_jwt_auth::Session as AuthSession;`.
 #[derive(Clone)]
 pub struct Session {
     auth: JwtAuth,
@@ -402,6 +422,14 @@ impl Session {
     }
 
     /// Revokes every session of the user and answers `204` clearing both cookies.
+    ///
+    /// ```
+    /// use tower_jwt_auth::{AuthError, LoggedOut, Session};
+    ///
+    /// async fn logout_everywhere(session: Session) -> Result<LoggedOut, AuthError> {
+    ///     session.logout_all().await
+    /// }
+    /// ```
     pub async fn logout_all(&self) -> Result<LoggedOut, AuthError> {
         self.auth.revoke_all_sessions(self.user_id()).await?;
         Ok(LoggedOut { auth: self.auth.clone() })
@@ -414,12 +442,31 @@ impl Session {
     }
 
     /// The user's live sessions, this one marked `current`.
+    ///
+    /// ```
+    /// use axum::Json;
+    /// use tower_jwt_auth::{AuthError, Session, SessionInfo};
+    ///
+    /// async fn devices(session: Session) -> Result<Json<Vec<SessionInfo>>, AuthError> {
+    ///     Ok(Json(session.list().await?))
+    /// }
+    /// ```
     pub async fn list(&self) -> Result<Vec<SessionInfo>, AuthError> {
         self.auth.list_sessions(self.user_id(), Some(self.id())).await
     }
 
-    /// Revokes one of the user's sessions; `NotFound` for any id that is not
-    /// a live session of this user.
+    /// Revokes one of the user's sessions; `NotFound` (404) for any id that
+    /// is not a live session of this user.
+    ///
+    /// ```
+    /// use axum::{extract::Path, http::StatusCode};
+    /// use tower_jwt_auth::{AuthError, Session};
+    ///
+    /// async fn revoke(session: Session, Path(id): Path<String>) -> Result<StatusCode, AuthError> {
+    ///     session.revoke(&id).await?;
+    ///     Ok(StatusCode::NO_CONTENT)
+    /// }
+    /// ```
     pub async fn revoke(&self, sid: &str) -> Result<(), AuthError> {
         self.auth.revoke_session(self.user_id(), sid).await
     }

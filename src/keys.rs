@@ -20,6 +20,7 @@ use crate::token::ACCESS_TOKEN_TYP;
 
 /// A key could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The PEM or JWK could not be read for this algorithm.
     #[error("invalid key for {alg:?}: {source}")]
@@ -51,6 +52,20 @@ pub enum KeyError {
     /// A JWK without `kid` or `alg`.
     #[error("a JWK needs both `kid` and `alg`")]
     IncompleteJwk,
+    /// The crate was built without a crypto backend (`default-features =
+    /// false` and neither `aws-lc-rs` nor `rust-crypto`): jsonwebtoken could
+    /// neither sign nor verify, so no key is built.
+    #[error(
+        "tower-jwt-auth was built without a crypto backend: enable its `aws-lc-rs` (default) or `rust-crypto` \
+         feature, e.g. `tower-jwt-auth = {{ version = \"0.1\", default-features = false, features = [\"rust-crypto\"] }}`"
+    )]
+    NoCryptoBackend,
+}
+
+/// Refuses every key when no crypto backend is compiled in: jsonwebtoken
+/// would otherwise panic at the first PEM, JWK or signature check.
+fn require_crypto_backend() -> Result<(), KeyError> {
+    if cfg!(any(feature = "aws-lc-rs", feature = "rust-crypto")) { Ok(()) } else { Err(KeyError::NoCryptoBackend) }
 }
 
 /// A key that verifies tokens: a `kid`, the one algorithm it accepts, the
@@ -76,6 +91,7 @@ impl std::fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// An HMAC (HS256/384/512) verification key.
     pub fn hmac(alg: Algorithm, kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        require_crypto_backend()?;
         check_hmac(alg, secret)?;
         Ok(Self {
             kid: kid.into().into(),
@@ -88,6 +104,7 @@ impl VerifyingKey {
 
     /// An asymmetric verification key from a public-key PEM (RSA, EC or Ed25519).
     pub fn from_public_pem(alg: Algorithm, kid: impl Into<String>, pem: &[u8]) -> Result<Self, KeyError> {
+        require_crypto_backend()?;
         let invalid = |source| KeyError::Invalid { alg, source };
         let decoding = match family(alg)? {
             AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
@@ -105,6 +122,7 @@ impl VerifyingKey {
     /// curve) must fit `alg`: a symmetric `oct` JWK is refused whatever its
     /// `alg`, as a secret must never be published again in our JWKS.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
+        require_crypto_backend()?;
         let (Some(kid), Some(key_alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
             return Err(KeyError::IncompleteJwk);
         };
@@ -279,6 +297,7 @@ impl SigningKey {
     /// # Ok::<(), tower_jwt_auth::KeyError>(())
     /// ```
     pub fn from_pem(alg: Algorithm, kid: impl Into<String>, private_pem: &[u8]) -> Result<Self, KeyError> {
+        require_crypto_backend()?;
         let invalid = |source| KeyError::Invalid { alg, source };
         let encoding = match family(alg)? {
             AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(private_pem),

@@ -1,7 +1,10 @@
 #![doc = include_str!("../README.md")]
+//!
+//! ## Features
+#![doc = document_features::document_features!()]
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+// docs.rs: a badge on every item that needs a feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "bff")]
@@ -41,7 +44,11 @@ pub use config::{ConfigError, JwtAuth, JwtAuthBuilder};
 pub use cookie::SameSite;
 pub use error::AuthError;
 pub use extract::{AuthRejection, Authentication, Claims, NoClaims, Session};
-pub use jsonwebtoken::jwk;
+/// JSON Web Keys (RFC 7517), from jsonwebtoken: a [`jwk::Jwk`] builds a
+/// [`VerifyingKey::from_jwk`], and [`JwtAuth::jwks`] answers a [`jwk::JwkSet`].
+pub mod jwk {
+    pub use jsonwebtoken::jwk::*;
+}
 pub use keys::{Algorithm, KeyError, SigningKey, VerifyingKey};
 pub use layer::{JwtAuthService, ResponseFuture};
 pub use resource_server::ResourceServerBuilder;

@@ -244,6 +244,7 @@ impl ResourceServerBuilder {
             unavailable_as_guest: self.unavailable_as_guest,
             leeway_secs: self.leeway.as_secs(),
             _revocation_source: self.revocations,
+            refresh_path: String::new(),
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }

@@ -23,7 +23,24 @@ pub(crate) struct SessionEnded;
 
 impl Tokens {
     /// Sets the access and refresh cookies and answers
-    /// `{"sub": …, "expires_in": N}`.
+    /// `{"sub": …, "expires_in": N}`, with `Cache-Control: private, no-store`.
+    ///
+    /// ```
+    /// use axum::response::IntoResponse;
+    /// use http::header::SET_COOKIE;
+    /// use tower_jwt_auth::{ClientInfo, JwtAuth, SigningKey};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+    /// let tokens = auth.login("alice", &serde_json::json!({}), ClientInfo::default()).await?;
+    /// let response = tokens.into_cookies().into_response();
+    /// let cookies: Vec<_> = response.headers().get_all(SET_COOKIE).iter().collect();
+    /// assert_eq!(cookies.len(), 2); // __Host-access and __Host-refresh
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A whole login handler is on [`JwtAuth::login`](crate::JwtAuth::login).
     pub fn into_cookies(self) -> CookieTokens {
         CookieTokens(self)
     }

@@ -1,5 +1,6 @@
 //! Ready-made endpoints: `POST /auth/refresh` (RFC 6749 §6 refresh for
-//! header clients, cookie rotation for browsers) and the public JWKS document.
+//! header clients, cookie rotation for browsers; the path is configurable)
+//! and the public JWKS document.
 
 use axum::{
     Json, Router,
@@ -22,7 +23,9 @@ struct RefreshRequest {
 }
 
 impl JwtAuth {
-    /// A router with `POST /auth/refresh`: a JSON body `{"refresh_token"}`
+    /// A router with `POST /auth/refresh` (or the path set with
+    /// [`JwtAuthBuilder::refresh_path`](crate::JwtAuthBuilder::refresh_path)):
+    /// a JSON body `{"refresh_token"}`
     /// (or an RFC 6749 form body `grant_type=refresh_token&refresh_token=…`)
     /// answers a new token response; without one, the refresh cookie is
     /// rotated and new cookies are set. Failures answer RFC 6749 §5.2
@@ -36,7 +39,7 @@ impl JwtAuth {
     /// # Ok::<(), tower_jwt_auth::KeyError>(())
     /// ```
     pub fn refresh_router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        Router::new().route("/auth/refresh", post(refresh)).with_state(self.clone())
+        Router::new().route(&self.inner.refresh_path, post(refresh)).with_state(self.clone())
     }
 
     /// A router serving the public keys at `GET /.well-known/jwks.json`.

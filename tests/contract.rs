@@ -1,4 +1,4 @@
-//! `shared/CONTRACT.md`, line by line, against `examples/demo` running as a
+//! `examples/README.md`, line by line, against `examples/demo` running as a
 //! real process and driven over HTTP: once with the embedded store, once
 //! with a single Redis node, once with a three-node Redis Cluster.
 

@@ -1,7 +1,7 @@
 //! A second service that only verifies the demo's access tokens: keys from
 //! the demo's JWKS (fetched in the background), revocations from the demo's
 //! Redis (read-only), no signing key, no session store, no cookies. Its
-//! settings are documented in the crate docs (`tower_jwt_auth::demo`).
+//! settings are documented in `examples/README.md`.
 //!
 //! ```text
 //! JWT_ALG=EdDSA JWT_SECRET=s cargo run --example demo &

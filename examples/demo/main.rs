@@ -2,7 +2,7 @@
 //! tests drive: login in cookie and token modes, transparent refresh,
 //! logout (one, all, all others), device management, scope and step-up
 //! guards, role changes that apply at once, and the public keys. Its
-//! settings and routes are documented in the crate docs (`tower_jwt_auth::demo`).
+//! settings and routes are documented in `examples/README.md`.
 //!
 //! ```text
 //! cargo run --example demo                      # embedded store, port 3000

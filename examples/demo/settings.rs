@@ -1,5 +1,5 @@
-//! The demo's settings, from environment variables (see the crate docs'
-//! `demo` page for the table), and the keys derived from `JWT_SECRET` so that
+//! The demo's settings, from environment variables (see `examples/README.md`
+//! for the table), and the keys derived from `JWT_SECRET` so that
 //! several instances, and a restarted one, agree.
 
 use std::{env, time::Duration};

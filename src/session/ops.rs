@@ -50,6 +50,61 @@ impl JwtAuth {
     /// names), and issues its first tokens. Call it after checking the
     /// user's password: the session's `auth_time` is now.
     ///
+    /// A login handler checks the credentials, then answers the tokens as
+    /// cookies (browsers) or as a token response (mobile and API clients):
+    ///
+    /// ```
+    /// use axum::{
+    ///     Json, Router,
+    ///     extract::State,
+    ///     response::{IntoResponse, Response},
+    ///     routing::post,
+    /// };
+    /// use serde::{Deserialize, Serialize};
+    /// use tower_jwt_auth::{AuthError, ClientInfo, JwtAuth, SigningKey};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Credentials {
+    ///     username: String,
+    ///     password: String,
+    ///     #[serde(default)]
+    ///     bearer: bool,
+    /// }
+    ///
+    /// /// What every access token of the session carries besides `sub` and `sid`.
+    /// #[derive(Serialize)]
+    /// struct MyClaims {
+    ///     role: String,
+    /// }
+    ///
+    /// /// Your user store; a real one compares password hashes (argon2, …).
+    /// async fn check_password(username: &str, password: &str) -> Option<String> {
+    ///     (username == "alice" && password == "alice-pw").then(|| "admin".to_owned())
+    /// }
+    ///
+    /// async fn login(
+    ///     State(auth): State<JwtAuth>,
+    ///     client: ClientInfo,
+    ///     Json(form): Json<Credentials>,
+    /// ) -> Result<Response, AuthError> {
+    ///     let role = check_password(&form.username, &form.password).await.ok_or(AuthError::InvalidCredentials)?;
+    ///     let tokens = auth.login(&form.username, &MyClaims { role }, client).await?;
+    ///     Ok(if form.bearer {
+    ///         tokens.into_token_response().into_response()
+    ///     } else {
+    ///         tokens.into_cookies().into_response()
+    ///     })
+    /// }
+    ///
+    /// let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+    /// let app: Router = Router::new()
+    ///     .route("/login", post(login))
+    ///     .merge(auth.refresh_router())
+    ///     .with_state(auth);
+    /// # Ok::<(), tower_jwt_auth::KeyError>(())
+    /// ```
+    ///
+    ///
     /// ```
     /// # use serde::Serialize;
     /// # #[derive(Serialize)] struct MyClaims { role: &'static str }

@@ -146,7 +146,107 @@ pub enum RotateOutcome {
 /// must pass the shared store test suite (`tests/store_suite.rs`).
 ///
 /// Implement it to keep sessions elsewhere; the crate ships [`MemoryStore`]
-/// (default, single process) and `RedisStore` (feature `redis`).
+/// (default, single process) and `RedisStore` (feature `redis`). A store
+/// that wraps another one, here to count logins:
+///
+/// ```
+/// use std::sync::{
+///     Arc,
+///     atomic::{AtomicU64, Ordering},
+/// };
+///
+/// use tower_jwt_auth::{
+///     JwtAuth, SigningKey,
+///     revocation::RevocationList,
+///     store::{MemoryStore, NewSession, RotateOutcome, SessionPolicy, SessionRecord, SessionStore, StoreFuture},
+/// };
+///
+/// #[derive(Default)]
+/// struct CountingStore {
+///     inner: MemoryStore,
+///     logins: AtomicU64,
+/// }
+///
+/// impl SessionStore for CountingStore {
+///     fn create<'a>(&'a self, session: NewSession, policy: &'a SessionPolicy) -> StoreFuture<'a, Vec<String>> {
+///         self.logins.fetch_add(1, Ordering::Relaxed);
+///         self.inner.create(session, policy)
+///     }
+///
+///     fn rotate<'a>(
+///         &'a self,
+///         user_id: &'a str,
+///         sid: &'a str,
+///         presented: u64,
+///         now_ms: u64,
+///         policy: &'a SessionPolicy,
+///     ) -> StoreFuture<'a, RotateOutcome> {
+///         self.inner.rotate(user_id, sid, presented, now_ms, policy)
+///     }
+///
+///     fn list<'a>(&'a self, user_id: &'a str, now_ms: u64) -> StoreFuture<'a, Vec<SessionRecord>> {
+///         self.inner.list(user_id, now_ms)
+///     }
+///
+///     fn revoke<'a>(
+///         &'a self,
+///         user_id: &'a str,
+///         sid: &'a str,
+///         now_ms: u64,
+///         policy: &'a SessionPolicy,
+///     ) -> StoreFuture<'a, bool> {
+///         self.inner.revoke(user_id, sid, now_ms, policy)
+///     }
+///
+///     fn revoke_all<'a>(
+///         &'a self,
+///         user_id: &'a str,
+///         except: Option<&'a str>,
+///         now_ms: u64,
+///         policy: &'a SessionPolicy,
+///     ) -> StoreFuture<'a, Vec<String>> {
+///         self.inner.revoke_all(user_id, except, now_ms, policy)
+///     }
+///
+///     fn reauthenticate<'a>(
+///         &'a self,
+///         user_id: &'a str,
+///         sid: &'a str,
+///         now_ms: u64,
+///         policy: &'a SessionPolicy,
+///     ) -> StoreFuture<'a, Option<SessionRecord>> {
+///         self.inner.reauthenticate(user_id, sid, now_ms, policy)
+///     }
+///
+///     fn invalidate_tokens<'a>(
+///         &'a self,
+///         user_id: &'a str,
+///         now_ms: u64,
+///         policy: &'a SessionPolicy,
+///     ) -> StoreFuture<'a, ()> {
+///         self.inner.invalidate_tokens(user_id, now_ms, policy)
+///     }
+///
+///     fn attach(&self, list: Arc<RevocationList>) {
+///         self.inner.attach(list)
+///     }
+///
+///     // In memory: sessions end with the process.
+///     fn outlives_process(&self) -> bool {
+///         false
+///     }
+/// }
+///
+/// let auth = JwtAuth::builder()
+///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+///     .store(CountingStore::default())
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Run the shared suite against it before trusting it: every transition
+/// (rotation inside and outside the grace window, the session cap, expiry)
+/// must behave as [`MemoryStore`]'s do.
 pub trait SessionStore: Send + Sync + 'static {
     /// Creates a session; when the user then has more than
     /// `policy.max_sessions`, revokes the oldest ones and returns their ids.

@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
 }
 
 /// `target/<profile>/examples/<name>`, built once per test binary with
-/// `cargo build --example <name>` (a no-op when it is fresh). The profile and
+/// `cargo build -p tower-jwt-auth --example <name>` (a no-op when it is fresh). The profile and
 /// target directory are those of this test binary
 /// (`target/<profile>/deps/<test>-…`), so `CARGO_TARGET_DIR` and
 /// `--release` are followed.
@@ -59,7 +59,8 @@ fn build_example(name: &str) -> Result<PathBuf, String> {
     };
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
-        .args(["build", "--example", name, "--profile", &profile])
+        // `-p`: the tests of workspace members (browser-tests) build it too.
+        .args(["build", "-p", "tower-jwt-auth", "--example", name, "--profile", &profile])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .output()

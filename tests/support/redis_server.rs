@@ -292,7 +292,8 @@ fn require_redis_server() {
     match Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "redis-server not found on PATH: install it with `apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis`"
+            "redis-server not found on PATH: run `./test` (it installs it as root on Debian), or install it with \
+             `apt-get install -y redis-server` (Debian, Ubuntu), `dnf install -y redis` (Fedora) or `brew install redis` (macOS)"
         ),
         Err(e) => panic!("cannot run redis-server: {e}"),
     }

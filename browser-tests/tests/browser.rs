@@ -1,11 +1,14 @@
 //! End-to-end tests of the demo page in real headless Chromium, driven over
 //! WebDriver (`chromedriver` + `fantoccini`): HttpOnly cookies, transparent
-//! refresh, parallel requests after expiry, CSRF from another origin, logout.
+//! refresh, parallel requests after expiry, CSRF from another origin, logout,
+//! and the page's live panels (token countdown, rotations, parallel tabs,
+//! refresh-token replay).
 //!
-//! Needs Debian's `chromium` and `chromium-driver`
-//! (`apt-get install -y chromium chromium-driver`; `.ci/run` installs them);
-//! without them every test fails, saying so. Each test starts its own demo
-//! process and its own browser, on free loopback ports.
+//! Needs Chromium and chromedriver, found on PATH or at `$CHROMIUM` and
+//! `$CHROMEDRIVER` (`./test` installs Debian's `chromium` and
+//! `chromium-driver` when they are missing); without them every test fails,
+//! saying how to install them. Each test starts its own demo process and its
+//! own browser, on free loopback ports.
 
 mod support;
 
@@ -21,9 +24,21 @@ use support::{
 const ACCESS: &str = "__Host-access";
 const REFRESH: &str = "__Host-refresh";
 
-/// Opens the demo page and waits for its script to have run.
+/// Opens the demo page without its automatic `/me` at expiry (`?auto=0`),
+/// so that the tests below see the cookie jar as the browser left it, and
+/// waits for its script to have run.
 async fn open_demo(browser: &Browser, demo: &Demo) {
-    browser.goto(&format!("{}/", demo.origin())).await;
+    open_page(browser, &format!("{}/?auto=0", demo.origin())).await;
+}
+
+/// Opens the demo page as a visitor would: the page calls `/me` itself when
+/// the access token expires.
+async fn open_live_demo(browser: &Browser, demo: &Demo) {
+    open_page(browser, &format!("{}/", demo.origin())).await;
+}
+
+async fn open_page(browser: &Browser, url: &str) {
+    browser.goto(url).await;
     wait_until("the demo page", PAGE_CEILING, || async {
         let ready =
             browser.js("return document.readyState === 'complete' && !!document.getElementById('whoami')").await;
@@ -122,7 +137,7 @@ async fn login_sets_httponly_cookies_that_scripts_cannot_read() {
     let (status, me) = who_am_i(&browser).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["sub"], "alice");
-    assert_eq!(me["name"], "Alice");
+    assert_eq!((me["role"].as_str(), me["scope"].as_str()), (Some("admin"), Some("profile admin")));
     assert!(me["exp"].as_u64() > me["iat"].as_u64(), "{me}");
     let current = browser.attr("#sessions li.session[data-current='true']", "data-id").await;
     assert_eq!(current.as_deref(), me["sid"].as_str(), "the sessions list marks this session as current");
@@ -345,4 +360,116 @@ async fn sessions_list_revokes_another_device_and_logout_everywhere_ends_them_al
     assert_eq!(bearer_status(third).await, 401, "logout everywhere must end the other devices too");
     let (status, after) = who_am_i(&browser).await;
     assert_eq!(status, 401, "{after}");
+}
+
+// ---------------------------------------------------------------- the live page
+
+/// `data-NAME` of the element `css`, parsed as a number.
+async fn number(browser: &Browser, css: &str, name: &str) -> Option<u64> {
+    browser.attr(css, &format!("data-{name}")).await.and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn the_page_counts_the_access_token_lifetime_down() {
+    let demo = Demo::start(&[("ACCESS_TTL_SECS", "60")]);
+    let browser = Browser::start().await;
+    open_live_demo(&browser, &demo).await;
+    assert_eq!(browser.text("#lifetime").await, "–", "no token before login");
+    login_alice(&browser).await;
+
+    let first = wait_until("the countdown after login", PAGE_CEILING, || async {
+        number(&browser, "#lifetime", "left").await.filter(|left| *left > 0)
+    })
+    .await;
+    assert!(first <= 60, "an access token of 60 s has at most 60 s left: {first}");
+    let shown = browser.text("#lifetime").await;
+    assert!(shown.ends_with(" s") && shown.trim_end_matches(" s").parse::<u64>().is_ok(), "{shown}");
+    assert!(browser.text("#token-info").await.contains("lives 60 s"), "{}", browser.text("#token-info").await);
+    let later = wait_until("the countdown to tick", PAGE_CEILING, || async {
+        number(&browser, "#lifetime", "left").await.filter(|left| *left < first)
+    })
+    .await;
+    assert!(later > 0, "still valid: {later}");
+}
+
+#[tokio::test]
+async fn the_page_shows_each_transparent_rotation_as_it_happens() {
+    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]);
+    let browser = Browser::start().await;
+    open_live_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+    let (status, me) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{me}");
+    let refresh_before = browser.cookie_values().await.get(REFRESH).cloned().expect("refresh cookie after login");
+
+    // The token expires; the page's own /me is refreshed by the layer.
+    wait_until("a rotation in the log", PAGE_CEILING, || async {
+        number(&browser, "#rotation-count", "count").await.filter(|count| *count >= 1)
+    })
+    .await;
+    let rotation = "#rotations li:first-child";
+    assert_eq!(browser.attr(rotation, "data-sid").await.as_deref(), me["sid"].as_str(), "same session");
+    let (previous, jti) = (browser.attr(rotation, "data-previous").await, browser.attr(rotation, "data-jti").await);
+    assert!(previous.is_some() && jti.is_some() && previous != jti, "a new token id: {previous:?} then {jti:?}");
+    assert!(browser.text(rotation).await.contains("rotated the refresh cookie"), "{}", browser.text(rotation).await);
+    let jar = browser.cookies().await;
+    assert_eq!(count(&jar, REFRESH), 1, "{jar:?}");
+    assert_ne!(browser.cookie_values().await.get(REFRESH), Some(&refresh_before), "the refresh cookie rotated");
+}
+
+#[tokio::test]
+async fn the_parallel_tabs_button_reports_every_request_on_one_successor() {
+    let demo = Demo::start(&[("ACCESS_TTL_SECS", "1")]);
+    let browser = Browser::start().await;
+    open_live_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+
+    let (status, text) = browser.click_for_result("#parallel", "parallel-status").await;
+    assert_eq!(status, 200, "parallel tabs: {text}");
+    let status_of = |name: &'static str| {
+        let browser = &browser;
+        async move { browser.attr("#parallel-status", name).await.unwrap_or_default() }
+    };
+    assert_eq!(status_of("data-n").await, "5");
+    assert_eq!(status_of("data-ok").await, "5", "every request succeeds: {text}");
+    assert_eq!(status_of("data-successors").await, "1", "one successor for all: {text}");
+    assert_eq!(status_of("data-rotated").await, "true", "the requests were sent after expiry: {text}");
+    assert!(text.starts_with("5/5 succeeded; all on one successor"), "{text}");
+    let items = browser.client.find_all(fantoccini::Locator::Css("#parallel-results li")).await.unwrap();
+    assert_eq!(items.len(), 5);
+
+    let jar = browser.cookies().await;
+    assert_eq!(count(&jar, REFRESH), 1, "exactly one refresh cookie: {jar:?}");
+    // Nobody was taken for a thief: the session lives on.
+    let (status, sessions) = browser.click_for_result("#load-sessions", "sessions-status").await;
+    assert_eq!(status, 200, "{sessions}");
+    assert!(sessions.starts_with("1 live session"), "{sessions}");
+}
+
+#[tokio::test]
+async fn replaying_an_old_refresh_token_from_the_page_ends_that_session_only() {
+    let demo = Demo::start(&[]);
+    let browser = Browser::start().await;
+    open_live_demo(&browser, &demo).await;
+    login_alice(&browser).await;
+    let (status, me) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "{me}");
+
+    let (status, text) = browser.click_for_result("#replay", "replay-status").await;
+    assert_eq!(status, 400, "the replay answers 400 invalid_grant: {text}");
+    assert!(text.starts_with("theft detected: invalid_grant"), "{text}");
+    assert_eq!(browser.attr("#replay-status", "data-ended").await.as_deref(), Some("true"), "{text}");
+    let log = browser.text("#replay-log").await;
+    assert!(log.contains("device B refreshes (2) → 200"), "{log}");
+    assert!(log.contains("already used → 400 invalid_grant"), "{log}");
+    assert!(log.contains("device B's newest access token on /me → 401"), "{log}");
+
+    let device = browser.attr("#replay-status", "data-sid").await.expect("device B's session id");
+    assert_ne!(Some(device.as_str()), me["sid"].as_str());
+    let items = browser.client.find_all(fantoccini::Locator::Css("#sessions li.session")).await.unwrap();
+    assert_eq!(items.len(), 1, "only this browser's session is left");
+    assert_eq!(browser.attr("#sessions li.session", "data-id").await.as_deref(), me["sid"].as_str());
+    let (status, after) = who_am_i(&browser).await;
+    assert_eq!(status, 200, "this browser's session is untouched: {after}");
+    assert_eq!(after["sid"], me["sid"]);
 }

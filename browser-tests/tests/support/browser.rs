@@ -7,9 +7,10 @@
 
 use std::{
     collections::BTreeMap,
+    env,
     future::Future,
-    os::unix::process::CommandExt,
-    path::Path,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -19,10 +20,55 @@ use serde_json::{Value, json};
 
 use super::demo::free_port;
 
-pub const CHROMIUM: &str = "/usr/bin/chromium";
-pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const INSTALL_HINT: &str = "the browser tests need Debian's Chromium and its WebDriver: \
-     run `apt-get update && apt-get install -y chromium chromium-driver` (`.ci/run` does)";
+/// Names Chromium goes by on PATH: Debian, Fedora and Arch, Ubuntu's snap,
+/// then Google Chrome (any Chromium-based browser chromedriver can drive).
+const CHROMIUM_NAMES: &[&str] = &["chromium", "chromium-browser", "google-chrome-stable", "google-chrome", "chrome"];
+/// Where browsers live off PATH (macOS applications).
+const CHROMIUM_PLACES: &[&str] = &[
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+];
+/// Names chromedriver goes by on PATH (`chromium.chromedriver`: Ubuntu's snap).
+const CHROMEDRIVER_NAMES: &[&str] = &["chromedriver", "chromium.chromedriver"];
+const INSTALL_HINT: &str = "the browser tests need Chromium and chromedriver: run `./test` \
+     (it installs them as root on Debian), or install them yourself: \
+     `apt-get install -y chromium chromium-driver` (Debian, Ubuntu), \
+     `dnf install -y chromium chromedriver` (Fedora), \
+     `brew install --cask chromium chromedriver` (macOS); \
+     or point `CHROMIUM` and `CHROMEDRIVER` at the two binaries";
+
+/// The browser: `$CHROMIUM` when set, else the first of [`CHROMIUM_NAMES`]
+/// on PATH, else a [`CHROMIUM_PLACES`] entry. Panics (never skips) with the
+/// install instructions when there is none.
+pub fn chromium() -> PathBuf {
+    find("CHROMIUM", CHROMIUM_NAMES, CHROMIUM_PLACES)
+}
+
+/// The WebDriver server: `$CHROMEDRIVER`, else [`CHROMEDRIVER_NAMES`] on PATH.
+pub fn chromedriver() -> PathBuf {
+    find("CHROMEDRIVER", CHROMEDRIVER_NAMES, &[])
+}
+
+fn find(variable: &str, names: &[&str], places: &[&str]) -> PathBuf {
+    if let Some(path) = env::var_os(variable).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(is_executable(&path), "${variable} = {} is not an executable file; {INSTALL_HINT}", path.display());
+        return path;
+    }
+    let on_path = env::var_os("PATH")
+        .map(|dirs| env::split_paths(&dirs).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)));
+    on_path
+        .chain(places.iter().map(PathBuf::from))
+        .find(|path| is_executable(path))
+        .unwrap_or_else(|| panic!("none of {names:?} is on PATH and ${variable} is not set; {INSTALL_HINT}"))
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
 
 /// Ceiling of every wait for the page (an element's result, a navigation).
 pub const PAGE_CEILING: Duration = Duration::from_secs(10);
@@ -66,14 +112,12 @@ impl Browser {
     /// ready, and opens a headless Chromium session. Panics (never skips)
     /// when Chromium or chromedriver is not installed.
     pub async fn start() -> Browser {
-        for binary in [CHROMIUM, CHROMEDRIVER] {
-            assert!(Path::new(binary).exists(), "{binary} is missing: {INSTALL_HINT}");
-        }
+        let (chromium, chromedriver) = (chromium(), chromedriver());
         let profile = tempfile::Builder::new().prefix("browser-test-profile-").tempdir().expect("temporary profile");
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let mut chromedriver = Command::new(CHROMEDRIVER)
+            let mut driver = Command::new(&chromedriver)
                 .arg(format!("--port={port}"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -81,19 +125,19 @@ impl Browser {
                 // Its own process group, so that drop can kill Chromium too.
                 .process_group(0)
                 .spawn()
-                .unwrap_or_else(|e| panic!("could not start {CHROMEDRIVER}: {e}; {INSTALL_HINT}"));
-            match Self::connect(port, profile.path()).await {
-                Ok(client) => return Browser { client, chromedriver, _profile: profile },
+                .unwrap_or_else(|e| panic!("could not start {}: {e}; {INSTALL_HINT}", chromedriver.display()));
+            match Self::connect(port, &chromium, profile.path()).await {
+                Ok(client) => return Browser { client, chromedriver: driver, _profile: profile },
                 Err(error) => {
                     last_error = error;
-                    kill_group(&mut chromedriver);
+                    kill_group(&mut driver);
                 }
             }
         }
         panic!("could not open a Chromium session: {last_error}");
     }
 
-    async fn connect(port: u16, profile: &Path) -> Result<Client, String> {
+    async fn connect(port: u16, chromium: &Path, profile: &Path) -> Result<Client, String> {
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("HTTP client");
         let deadline = Instant::now() + START_CEILING;
@@ -128,7 +172,7 @@ impl Browser {
         .collect::<Vec<_>>();
         let capabilities = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:chromeOptions": { "binary": chromium.to_string_lossy(), "args": args },
         });
         let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
         let mut builder = ClientBuilder::rustls().map_err(|e| format!("TLS roots: {e}"))?;
