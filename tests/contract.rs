@@ -6,7 +6,10 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::demo::{Auth, Backend, Jar, credentials, unix_now, wait_until_after};
+use support::{
+    backend::{Backend, unix_now, wait_until_after},
+    demo::{Auth, Jar, credentials},
+};
 
 async fn login_modes(backend: Backend) {
     let env = backend.start(&[]);

@@ -15,7 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use support::{
-    demo::{Auth, Backend, Demo, Jar, credentials, unix_now, wait_until_after},
+    backend::{Backend, unix_now, wait_until_after},
+    demo::{Auth, Demo, Jar, credentials},
     redis_server::RedisServer,
 };
 

@@ -5,5 +5,3 @@
 pub mod browser;
 #[path = "../../../tests/support/demo.rs"]
 pub mod demo;
-#[path = "../../../tests/support/redis_server.rs"]
-pub mod redis_server;

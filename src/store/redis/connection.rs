@@ -30,7 +30,7 @@ pub(super) enum Conn {
 #[derive(Clone)]
 pub(super) enum SubscriberSource {
     /// A RESP3 client for the node (push messages need RESP3).
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Box<ClusterClient>),
 }
 
@@ -113,7 +113,7 @@ impl Connections {
         let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
         let subscriber = redis::Client::open(info.set_redis_settings(resp3)).map_err(unavailable)?;
         let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self { data: Conn::Single(manager), subscriber: SubscriberSource::Single(subscriber) })
+        Ok(Self { data: Conn::Single(manager), subscriber: SubscriberSource::Single(Box::new(subscriber)) })
     }
 
     /// A Cluster, connecting lazily; must be called within a Tokio runtime.
