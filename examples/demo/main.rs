@@ -239,7 +239,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.public_origin(origin);
     }
     if let Some(url) = settings::var("REDIS_URL") {
-        builder = builder.store(RedisStore::connect(&url).await?);
+        let mut redis = RedisStore::builder(&url);
+        if let Some(ca) = settings::var("REDIS_CA_FILE") {
+            redis = redis.ca_certificate_pem(std::fs::read(&ca).map_err(|e| format!("REDIS_CA_FILE={ca}: {e}"))?);
+        }
+        builder = builder.store(redis.connect().await?);
         tracing::info!(url = %settings::redacted(&url), "sessions live in Redis");
     } else {
         tracing::info!("sessions live in the embedded in-memory store (set REDIS_URL for Redis)");

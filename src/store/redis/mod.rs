@@ -6,6 +6,7 @@
 //! `subscriber` (revocations from other instances), and this file (the store
 //! itself and what it does when a reply is lost).
 
+mod cluster;
 mod connection;
 mod record;
 mod scripts;
@@ -16,13 +17,13 @@ use std::{
     time::Duration,
 };
 
-use redis::{Cmd, FromRedisValue, RedisWrite, Script, ToRedisArgs, cluster::ClusterClient};
+use redis::{Cmd, FromRedisValue};
 use tokio::sync::watch;
 
 use self::{
-    connection::{Conn, Connections, Ran, SubscriberSource, bounded, run},
+    connection::{Conn, Connections, Ran, SubscriberSource, Tls, run},
     record::{MAX_48, corrupt, decode, encode, ms, utf8},
-    scripts::Scripts,
+    scripts::{Lua, Scripts},
     subscriber::Subscriber,
 };
 use super::{NewSession, RotateOutcome, SessionPolicy, SessionRecord, SessionStore, StoreError, StoreFuture};
@@ -152,30 +153,14 @@ impl Names {
         Self { prefix: prefix.to_owned(), revoked: format!("{prefix}:revoked") }
     }
 
-    fn user_key<'a>(&'a self, user_id: &'a str) -> UserKey<'a> {
-        UserKey { prefix: &self.prefix, user_id }
-    }
-}
-
-/// `<prefix>:{<user_id>}`, the user's hash, written straight into a command.
-struct UserKey<'a> {
-    prefix: &'a str,
-    user_id: &'a str,
-}
-
-impl UserKey<'_> {
-    fn len(&self) -> usize {
-        self.prefix.len() + self.user_id.len() + 3
-    }
-}
-
-impl ToRedisArgs for UserKey<'_> {
-    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
-        use std::io::Write as _;
-        let mut arg = out.writer_for_next_arg();
-        for part in [self.prefix.as_bytes(), b":{", self.user_id.as_bytes(), b"}"] {
-            arg.write_all(part).expect("writing to memory");
-        }
+    /// `<prefix>:{<user_id>}`: the user's hash (the braces are the Cluster hash tag).
+    fn user_key(&self, user_id: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + user_id.len() + 3);
+        key.push_str(&self.prefix);
+        key.push_str(":{");
+        key.push_str(user_id);
+        key.push('}');
+        key
     }
 }
 
@@ -206,36 +191,87 @@ enum Undo {
     },
 }
 
-impl RedisStore {
-    /// Connects to `url` (`redis://…`, `rediss://…`, `unix://…`), or to a Redis
-    /// Cluster when given several comma-separated node URLs (one URL always
-    /// means a single node: for a cluster known by one seed, use
-    /// [`from_cluster_client`](Self::from_cluster_client)). Fails with
-    /// [`StoreError::Unavailable`] when no connection can be made now.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let store = Self::with(Connections::open(url)?);
+/// Configures a [`RedisStore`]: TLS with a private CA or a client
+/// certificate, the key prefix. From [`RedisStore::builder`].
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_jwt_auth::store::RedisStore;
+///
+/// let store = RedisStore::builder("rediss://redis.internal:6380")
+///     .ca_certificate_pem(std::fs::read("/etc/redis/ca.pem")?)
+///     .connect()
+///     .await?;
+/// # drop(store); Ok(()) }
+/// ```
+#[must_use]
+pub struct RedisStoreBuilder {
+    urls: String,
+    tls: Tls,
+    prefix: String,
+}
+
+impl RedisStoreBuilder {
+    /// Trusts this CA (PEM) for `rediss://` servers, instead of the system's
+    /// roots: for a private CA (ElastiCache, Azure and self-managed Redis
+    /// often use one).
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and key (PEM) to `rediss://`
+    /// servers that require one (`tls-auth-clients yes`).
+    pub fn client_certificate_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls.client = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// See [`RedisStore::key_prefix`].
+    pub fn key_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// Connects now, checks the connection (and warns about an eviction
+    /// policy that could drop sessions); [`StoreError::Unavailable`] when no
+    /// connection can be made.
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        let store = self.connect_lazy()?;
         connection::ping(&store.inner.conn).await?;
         connection::check_eviction_policy(&store.inner.conn).await;
         Ok(store)
     }
 
-    /// A store on one Redis node. Connects lazily (the first call connects);
-    /// must be called from within a Tokio runtime.
+    /// The store without connecting yet (the first call connects); must be
+    /// called from within a Tokio runtime.
+    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
+        let connections = Connections::open(&self.urls, &self.tls)?;
+        Ok(RedisStore::from_parts(connections.data, connections.subscriber, &self.prefix))
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://…`, `rediss://…` for TLS with the system's
+    /// roots, `unix://…`), or to a Redis Cluster when given several
+    /// comma-separated node URLs (one URL always means a single node). Fails
+    /// with [`StoreError::Unavailable`] when no connection can be made now.
+    /// For a private CA or client certificates, use [`builder`](Self::builder).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// A store to configure before connecting (TLS certificates, prefix).
+    pub fn builder(urls: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder { urls: urls.to_owned(), tls: Tls::default(), prefix: "tjwt".to_owned() }
+    }
+
+    /// A store on one Redis node through a client the application built.
+    /// Connects lazily (the first call connects); must be called from within
+    /// a Tokio runtime.
     pub fn from_client(client: redis::Client) -> Result<Self, StoreError> {
-        Ok(Self::with(Connections::single(client)?))
-    }
-
-    /// A store on a Redis Cluster. Connects lazily; must be called from within
-    /// a Tokio runtime. Build `client` with
-    /// `.use_protocol(redis::ProtocolVersion::RESP3)`: revocations then reach
-    /// other instances at once through pub/sub; with RESP2 new ones are
-    /// polled from Redis every second instead.
-    pub fn from_cluster_client(client: ClusterClient) -> Result<Self, StoreError> {
-        Ok(Self::with(Connections::cluster(client)))
-    }
-
-    fn with(connections: Connections) -> Self {
-        Self::from_parts(connections.data, connections.subscriber, "tjwt")
+        let connections = Connections::single(client)?;
+        Ok(Self::from_parts(connections.data, connections.subscriber, "tjwt"))
     }
 
     fn from_parts(conn: Conn, subscriber: SubscriberSource, prefix: &str) -> Self {
@@ -264,17 +300,15 @@ impl RedisStore {
         Self::from_parts(self.inner.conn.clone(), self.inner.subscriber.clone(), prefix)
     }
 
-    /// `EVALSHA <script> 1 <user's hash>`, with room for `args` more
-    /// arguments of about `bytes` bytes in all: the caller adds them.
-    fn eval(&self, script: &Script, user_id: &str, args: usize, bytes: usize) -> Cmd {
+    /// `EVALSHA <script> 1 <user's hash>` and the key, with room for `args`
+    /// more arguments of about `bytes` bytes in all: the caller adds them.
+    fn eval(&self, script: &Lua, user_id: &str, args: usize, bytes: usize) -> (Cmd, String) {
         let key = self.prefix.user_key(user_id);
-        let mut cmd = Cmd::with_capacity(4 + args, 7 + script.get_hash().len() + 1 + key.len() + bytes);
-        cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(key);
-        cmd
+        (script.call(&key, key.len(), args, bytes), key)
     }
 
-    async fn run<T: FromRedisValue>(&self, script: &Script, cmd: &Cmd) -> Ran<T> {
-        run(&self.inner.conn, script, cmd).await
+    async fn run<T: FromRedisValue>(&self, script: &Lua, key: &str, cmd: &Cmd) -> Ran<T> {
+        run(&self.inner.conn, script, key.as_bytes(), cmd).await
     }
 
     /// The prefix of the revocation message of a session revoked now.
@@ -313,13 +347,14 @@ impl RedisStore {
     }
 
     async fn record_once(&self, revocations: &[Revocation]) -> Result<(), StoreError> {
-        let mut invocation = self.inner.scripts.record_revoked.key(&self.prefix.revoked);
-        invocation.arg(now_ms()).arg(&self.prefix.revoked);
+        let script = &self.inner.scripts.record_revoked;
+        let key = &self.prefix.revoked;
+        let mut cmd = script.call(key, key.len(), 2 + 3 * revocations.len(), 64 * revocations.len());
+        cmd.arg(now_ms()).arg(key);
         for revocation in revocations {
-            invocation.arg(revocation.until_ms()).arg(revocation.member()).arg(revocation.message());
+            cmd.arg(revocation.until_ms()).arg(revocation.member()).arg(revocation.message());
         }
-        let mut conn = self.inner.conn.clone();
-        bounded(async { invocation.invoke_async::<()>(&mut conn).await }).await
+        run::<()>(&self.inner.conn, script, key.as_bytes(), &cmd).await.result
     }
 
     /// Records revoked sessions (see [`record`](Self::record)); a failure is
@@ -366,9 +401,9 @@ impl RedisStore {
             Undo::Rotation { counter, at } => ("r", counter, at),
             Undo::Creation { at } => ("c", 0, at),
         };
-        let mut cmd = self.eval(script, user_id, 5, sid.len() + 60);
+        let (mut cmd, key) = self.eval(script, user_id, 5, sid.len() + 60);
         cmd.arg(now_ms()).arg(what).arg(sid).arg(counter).arg(at);
-        let journal: Vec<Vec<u8>> = self.run(script, &cmd).await.result?;
+        let journal: Vec<Vec<u8>> = self.run(script, &key, &cmd).await.result?;
         let revocations = journal
             .chunks_exact(2)
             .filter_map(|pair| {
@@ -430,12 +465,12 @@ impl SessionStore for RedisStore {
             let chunks = encode(&session, policy);
             let script = &self.inner.scripts.create;
             let bytes = 64 + session.sid.len() + self.prefix.revoked.len() + chunks.iter().map(Vec::len).sum::<usize>();
-            let mut cmd = self.eval(script, &session.user_id, 5 + chunks.len(), bytes);
+            let (mut cmd, key) = self.eval(script, &session.user_id, 5 + chunks.len(), bytes);
             cmd.arg(now).arg(&session.sid).arg(cap).arg(&self.prefix.revoked).arg(Self::message_prefix(now, policy));
             for chunk in &chunks {
                 cmd.arg(chunk.as_slice());
             }
-            let ran: Ran<Vec<Vec<u8>>> = self.run(script, &cmd).await;
+            let ran: Ran<Vec<Vec<u8>>> = self.run(script, &key, &cmd).await;
             if ran.uncertain {
                 // Failed: a session nobody received must not count against
                 // the cap. Succeeded after a retry: a lost first attempt's
@@ -459,12 +494,12 @@ impl SessionStore for RedisStore {
     ) -> StoreFuture<'a, RotateOutcome> {
         Box::pin(async move {
             let script = &self.inner.scripts.rotate;
-            let mut cmd = self.eval(script, user_id, 7, sid.len() + self.prefix.revoked.len() + 80);
+            let (mut cmd, key) = self.eval(script, user_id, 7, sid.len() + self.prefix.revoked.len() + 80);
             // Lua numbers are doubles; anything past 2^48 is above every stored counter anyway.
             let presented = presented.min(MAX_48 + 1);
             cmd.arg(sid).arg(presented).arg(now_ms).arg(ms(policy.grace)).arg(ms(policy.idle_ttl));
             cmd.arg(&self.prefix.revoked).arg(Self::message_prefix(now_ms, policy));
-            let ran: Ran<Vec<Vec<u8>>> = self.run(script, &cmd).await;
+            let ran: Ran<Vec<Vec<u8>>> = self.run(script, &key, &cmd).await;
             if ran.uncertain {
                 // The client did not get the successor: undo the rotation so
                 // the token it holds still works (anyone who did get it is one
@@ -499,9 +534,9 @@ impl SessionStore for RedisStore {
     fn list<'a>(&'a self, user_id: &'a str, now_ms: u64) -> StoreFuture<'a, Vec<SessionRecord>> {
         Box::pin(async move {
             let script = &self.inner.scripts.list;
-            let mut cmd = self.eval(script, user_id, 1, 20);
+            let (mut cmd, key) = self.eval(script, user_id, 1, 20);
             cmd.arg(now_ms);
-            let reply: Vec<Vec<Vec<u8>>> = self.run(script, &cmd).await.result?;
+            let reply: Vec<Vec<Vec<u8>>> = self.run(script, &key, &cmd).await.result?;
             let mut records = reply
                 .into_iter()
                 .map(|mut one| {
@@ -526,9 +561,9 @@ impl SessionStore for RedisStore {
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let script = &self.inner.scripts.revoke;
-            let mut cmd = self.eval(script, user_id, 4, sid.len() + self.prefix.revoked.len() + 40);
+            let (mut cmd, key) = self.eval(script, user_id, 4, sid.len() + self.prefix.revoked.len() + 40);
             cmd.arg(sid).arg(now_ms).arg(&self.prefix.revoked).arg(Self::message_prefix(now_ms, policy));
-            let ran: Ran<i64> = self.run(script, &cmd).await;
+            let ran: Ran<i64> = self.run(script, &key, &cmd).await;
             if ran.uncertain {
                 self.reconcile(user_id, sid, Undo::Nothing, policy);
             }
@@ -550,9 +585,9 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let script = &self.inner.scripts.revoke_all;
             let except = except.unwrap_or("");
-            let mut cmd = self.eval(script, user_id, 4, self.prefix.revoked.len() + except.len() + 40);
+            let (mut cmd, key) = self.eval(script, user_id, 4, self.prefix.revoked.len() + except.len() + 40);
             cmd.arg(now_ms).arg(&self.prefix.revoked).arg(Self::message_prefix(now_ms, policy)).arg(except);
-            let ran: Ran<Vec<Vec<u8>>> = self.run(script, &cmd).await;
+            let ran: Ran<Vec<Vec<u8>>> = self.run(script, &key, &cmd).await;
             if ran.uncertain {
                 self.reconcile(user_id, except, Undo::Nothing, policy);
             }
@@ -571,9 +606,9 @@ impl SessionStore for RedisStore {
     ) -> StoreFuture<'a, Option<SessionRecord>> {
         Box::pin(async move {
             let script = &self.inner.scripts.reauthenticate;
-            let mut cmd = self.eval(script, user_id, 2, sid.len() + 20);
+            let (mut cmd, key) = self.eval(script, user_id, 2, sid.len() + 20);
             cmd.arg(sid).arg(now_ms);
-            let chunks: Vec<Vec<u8>> = self.run(script, &cmd).await.result?;
+            let chunks: Vec<Vec<u8>> = self.run(script, &key, &cmd).await.result?;
             if chunks.is_empty() {
                 return Ok(None);
             }
