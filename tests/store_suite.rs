@@ -690,6 +690,54 @@ mod redis_backends {
         eventually(Duration::from_secs(2), "revocation after reconnect", || list.is_revoked(&x)).await;
     }
 
+    /// Calls whose replies were lost (the server was busy for longer than
+    /// the call ceiling): whether or not Redis ran them in the end, the store
+    /// reconciles. A login nobody received is never left live (it would
+    /// count against the session cap), and a session that is gone is
+    /// recorded as revoked for instances that start later (the journal is
+    /// read back). (redis-rs drops a timed-out connection, so Redis usually
+    /// never runs such a call; when it does, the same checks hold.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_lost_to_a_busy_server_are_reconciled() {
+        let server = Arc::new(RedisServer::start());
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        let (u, kept, gone, t) = (user("busy"), sid("kept"), sid("gone"), real_now());
+        store.create(new_session(&u, &kept, t), &policy()).await.unwrap();
+        store.create(new_session(&u, &sid("other"), t), &policy()).await.unwrap();
+        // Another client keeps the server busy for 2.5 s; our calls are read
+        // and run afterwards, after their one-second ceiling.
+        let busy = server.clone();
+        const BUSY: &str = "local s = redis.call('TIME') \
+            while true do local n = redis.call('TIME') \
+            if (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > 2500000 then return 1 end end";
+        let sleeper = std::thread::spawn(move || busy.cmd(&["EVAL", BUSY, "0"]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let revoke = store.revoke(&u, &kept, real_now(), &policy()).await;
+        assert!(matches!(revoke, Err(StoreError::Unavailable(_))), "{revoke:?}");
+        let login = store.create(new_session(&u, &gone, real_now()), &policy()).await;
+        assert!(matches!(login, Err(StoreError::Unavailable(_))), "{login:?}");
+        sleeper.join().unwrap().unwrap();
+
+        let late = RedisStore::connect(&server.url()).await.unwrap();
+        let list = Arc::new(RevocationList::new());
+        late.attach(list.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let live: Vec<String> = late.list(&u, real_now()).await.unwrap().into_iter().map(|r| r.sid).collect();
+            let consistent = !live.contains(&gone) && (live.contains(&kept) || list.is_revoked(&kept));
+            if consistent && list.is_loaded() {
+                eprintln!("after the busy server: logout {}", if live.contains(&kept) { "never ran" } else { "ran" });
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not reconciled: live {live:?}, kept revoked: {}",
+                list.is_revoked(&kept)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn subscriber_stops_when_store_and_list_are_dropped() {
         let server = RedisServer::start();
