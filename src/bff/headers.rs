@@ -26,19 +26,14 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ///   the gateway adds its own `Authorization`;
 /// - `X-CSRF-Token`: the double-submit token, a gateway credential too;
 /// - `Host`: set to the upstream's;
-/// - `Expect`: `100-continue` is answered by the gateway's own server;
-/// - `Forwarded`, `X-Real-IP` and every `X-Forwarded-*`: written by the
-///   browser, they would reach the upstream as if the gateway vouched for them.
-const REQUEST_ONLY: [HeaderName; 6] = [
-    header::COOKIE,
-    header::AUTHORIZATION,
-    HeaderName::from_static("x-csrf-token"),
-    header::HOST,
-    header::EXPECT,
-    header::FORWARDED,
-];
-
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// - `Expect`: `100-continue` is answered by the gateway's own server.
+///
+/// Every other end-to-end header passes, `Forwarded` and `X-Forwarded-*`
+/// included, with the browser's address appended to `X-Forwarded-For` as
+/// any proxy does (see [`append_forwarded_for`]): an upstream that trusts the
+/// gateway reads the right-most entry, which the gateway wrote.
+const REQUEST_ONLY: [HeaderName; 5] =
+    [header::COOKIE, header::AUTHORIZATION, HeaderName::from_static("x-csrf-token"), header::HOST, header::EXPECT];
 
 /// Removes from a browser's request every header the upstream must not see
 /// (see [`REQUEST_ONLY`] and [`HOP_BY_HOP`]).
@@ -47,18 +42,17 @@ pub(crate) fn strip_request(headers: &mut HeaderMap) {
     for name in &REQUEST_ONLY {
         headers.remove(name);
     }
-    headers.remove(X_REAL_IP);
-    // Rare: only allocate when there is one.
-    if headers.keys().any(is_x_forwarded) {
-        let names: Vec<HeaderName> = headers.keys().filter(|name| is_x_forwarded(name)).cloned().collect();
-        for name in names {
-            headers.remove(name);
-        }
-    }
 }
 
-fn is_x_forwarded(name: &HeaderName) -> bool {
-    name.as_str().starts_with("x-forwarded-")
+/// Appends the browser's address to `X-Forwarded-For` (creating it), as
+/// reverse proxies do.
+pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client: std::net::IpAddr) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let received: Vec<&str> = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect();
+    let value = if received.is_empty() { client.to_string() } else { format!("{}, {client}", received.join(", ")) };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(XFF, value);
+    }
 }
 
 /// Removes from an upstream's response its hop-by-hop headers and every
@@ -154,8 +148,25 @@ mod tests {
         strip_request(&mut headers);
         assert_eq!(
             names(&headers),
-            ["accept", "content-length", "content-type", "if-none-match", "sec-fetch-site", "x-request-id"]
+            [
+                "accept",
+                "content-length",
+                "content-type",
+                "forwarded",
+                "if-none-match",
+                "sec-fetch-site",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-real-ip",
+                "x-request-id"
+            ]
         );
+        append_forwarded_for(&mut headers, [192, 0, 2, 7].into());
+        assert_eq!(headers["x-forwarded-for"], "1.2.3.4, 192.0.2.7");
+        let mut fresh = HeaderMap::new();
+        append_forwarded_for(&mut fresh, [192, 0, 2, 7].into());
+        assert_eq!(fresh["x-forwarded-for"], "192.0.2.7");
     }
 
     #[test]

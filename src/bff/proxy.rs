@@ -17,6 +17,7 @@ use std::{
 use axum::{
     BoxError, Json,
     body::{Body, Bytes, HttpBody},
+    extract::ConnectInfo,
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, Request, StatusCode, Version, header};
@@ -25,7 +26,7 @@ use serde::Serialize;
 use tower_service::Service;
 
 use super::{
-    headers::{strip_request, strip_response},
+    headers::{append_forwarded_for, strip_request, strip_response},
     path::Upstream,
     upstream_token::UpstreamTokens,
 };
@@ -97,6 +98,9 @@ impl Shared {
             }
         };
         strip_request(&mut parts.headers);
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
+            append_forwarded_for(&mut parts.headers, peer.ip());
+        }
         parts.headers.insert(header::AUTHORIZATION, bearer);
         parts.headers.insert(header::HOST, self.upstream.host.clone());
         let mut upstream_request = Request::new(body);
