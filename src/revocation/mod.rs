@@ -3,7 +3,7 @@
 //!
 //! Stores feed it: locally at once, from other instances through pub/sub, and
 //! loaded in pages at start-up. Until that first load is done the list says
-//! so ([`Check::NotLoaded`]) and the layer fails closed (503), because a token
+//! so ([`RevocationList::is_loaded`]) and the layer fails closed (503), because a token
 //! it cannot check must not be accepted.
 //!
 //! Memory: an entry is a 96-bit keyed fingerprint of the session id and the

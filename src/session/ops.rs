@@ -266,7 +266,7 @@ impl JwtAuth {
     /// Marks the session `sid` of `user_id` as freshly authenticated, after
     /// the application checked the user's password (or second factor)
     /// again: same session, `auth_time` now, new tokens. Routes guarded by
-    /// [`RequireAuthenticatedWithin`](crate::guard::RequireAuthenticatedWithin)
+    /// [`RequireRecentLogin`](crate::guard::RequireRecentLogin)
     /// then pass.
     ///
     /// ```
