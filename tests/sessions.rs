@@ -549,3 +549,116 @@ async fn access_tokens_never_outlive_their_session() {
     let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(tokens.access_token()).unwrap().claims;
     assert!(claims["exp"].as_u64().unwrap() <= claims["iat"].as_u64().unwrap() + 60);
 }
+
+/// A claims type that denies unknown fields works: it sees the custom claims
+/// only, not the registered ones the payload shares. `Claims` is `Clone`.
+#[tokio::test]
+async fn claims_types_may_deny_unknown_fields_and_claims_clone() {
+    #[derive(Clone, Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        name: String,
+        #[serde(default)]
+        team: Option<String>,
+    }
+    async fn strict(claims: Claims<Strict>) -> Json<Value> {
+        let copy = claims.clone();
+        Json(json!({ "name": copy.name, "team": claims.team, "sub": claims.sub() }))
+    }
+    let auth = builder().build().unwrap();
+    let app = Router::new().route("/strict", get(strict)).route_layer(auth.clone());
+    let tokens = login(&auth, "alice").await;
+    let request = Request::get("/strict").header(header::AUTHORIZATION, format!("Bearer {}", tokens.access_token()));
+    let reply = send(&app, request.body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body, json!({ "name": "ALICE", "team": null, "sub": "alice" }));
+}
+
+/// A handler that needs claims on a route without the layer is a wiring
+/// mistake: a 500 that says so, never a 401 that blames the client.
+#[tokio::test]
+async fn claims_without_the_layer_are_a_500_that_names_the_fix() {
+    let auth = builder().build().unwrap();
+    let unlayered = Router::new().route("/me", get(me));
+    let tokens = login(&auth, "alice").await;
+    let request = Request::get("/me").header(header::AUTHORIZATION, format!("Bearer {}", tokens.access_token()));
+    let reply = send(&unlayered, request.body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.body["error"], "server_error");
+    assert!(reply.body["error_description"].as_str().unwrap().contains(".route_layer(auth)"), "{:?}", reply.body);
+}
+
+/// Optional routes tell the guest cases apart: no credentials, a bearer
+/// token refused (the rejection, so clients refresh), a dead cookie session
+/// (a guest, cookies cleared), a store outage during the refresh (a guest,
+/// cookies kept).
+#[tokio::test]
+async fn optional_routes_tell_guests_apart() {
+    use tower_jwt_auth::Authentication;
+    async fn hello(auth: Authentication) -> String {
+        match auth {
+            Authentication::Authenticated(claims) => format!("user {}", claims.sub()),
+            Authentication::Guest => "guest".into(),
+            Authentication::SessionEnded => "ended".into(),
+            Authentication::Unavailable => "unavailable".into(),
+            Authentication::Refused(error) => format!("refused: {error}"),
+            _ => "other".into(),
+        }
+    }
+    async fn maybe(claims: Option<Claims>) -> String {
+        claims.map_or_else(|| "guest".to_owned(), |c| c.sub().to_owned())
+    }
+    let store = tower_jwt_auth::store::MemoryStore::new();
+    let auth = builder().store(store).build().unwrap();
+    let app = Router::new().route("/hello", get(hello)).route("/maybe", get(maybe)).route_layer(auth.optional());
+    let text = |reply: &Reply| reply.body.as_str().map(str::to_owned);
+    let get = |uri: &str| Request::get(uri.to_owned());
+
+    let guest = app.clone().oneshot(get("/hello").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(&guest.into_body().collect().await.unwrap().to_bytes()[..], b"guest");
+    let tokens = login(&auth, "alice").await;
+    let bearer = |token: &str| get("/hello").header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let reply = app.clone().oneshot(bearer(tokens.access_token()).body(Body::empty()).unwrap()).await.unwrap();
+    let body = reply.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"user alice");
+    let refused = app.clone().oneshot(bearer("a.b.c").body(Body::empty()).unwrap()).await.unwrap();
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).starts_with("refused: "), "{body:?}");
+    // `Option<Claims>` answers the rejection for a refused bearer token.
+    let maybe_refused =
+        send(&app, get("/maybe").header(header::AUTHORIZATION, "Bearer a.b.c").body(Body::empty()).unwrap()).await;
+    assert_eq!(maybe_refused.status, StatusCode::UNAUTHORIZED);
+
+    // A dead cookie session: revoked elsewhere.
+    let expired = expired_access(&auth, &tokens);
+    auth.revoke_session("alice", tokens.session_id()).await.unwrap();
+    let ended = send(
+        &app,
+        with_cookies("GET", "/maybe", Some(&expired), Some(tokens.refresh_token())).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!((ended.status, text(&ended)), (StatusCode::OK, None));
+    let cleared = ended.set_cookies();
+    assert!(cleared.iter().any(|(n, v)| n == "__Host-refresh" && v.is_empty()), "{cleared:?}");
+    assert_eq!(ended.headers[header::CACHE_CONTROL], "private, no-store");
+}
+
+/// A failed transparent refresh clears the cookies with `Cache-Control:
+/// private, no-store`, also under a custom rejection renderer.
+#[tokio::test]
+async fn cleared_cookies_are_private_no_store_even_with_a_custom_renderer() {
+    use axum::response::IntoResponse;
+    let auth = builder().on_rejection(|error: AuthError| (error.status(), "custom").into_response()).build().unwrap();
+    let app = app(&auth);
+    let tokens = login(&auth, "alice").await;
+    let expired = expired_access(&auth, &tokens);
+    auth.revoke_session("alice", tokens.session_id()).await.unwrap();
+    let reply = send(
+        &app,
+        with_cookies("GET", "/me", Some(&expired), Some(tokens.refresh_token())).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.set_cookies().len(), 2, "both cleared");
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "private, no-store");
+}
