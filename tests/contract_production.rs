@@ -246,3 +246,15 @@ async fn an_instance_starts_next_to_a_million_revocations() {
     assert!(log.contains("revocations loaded"), "{log}");
     assert_eq!(claims_of(&revoked[0])["sub"], "bob");
 }
+
+/// Redis configured to evict keys under memory pressure would drop sessions
+/// silently: the demo warns at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_reported_at_start() {
+    let evicting = RedisServer::start_with_args(&["--maxmemory-policy", "allkeys-lru"]);
+    let demo = Demo::start(&[("REDIS_URL", &evicting.url())]);
+    assert!(demo.log().contains("maxmemory-policy is not `noeviction`"), "{}", demo.log());
+    let safe = RedisServer::start();
+    let demo = Demo::start(&[("REDIS_URL", &safe.url())]);
+    assert!(!demo.log().contains("maxmemory-policy"), "{}", demo.log());
+}

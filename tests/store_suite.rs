@@ -738,6 +738,35 @@ mod redis_backends {
         }
     }
 
+    /// How often Redis ran `command` (scripts' calls included).
+    fn calls(server: &RedisServer, command: &str) -> u64 {
+        let stats = server.cmd(&["INFO", "commandstats"]).unwrap();
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A login below the session cap does not read the user's sessions: its
+    /// cost does not grow with them. At the cap it reads them to evict.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logins_below_the_cap_do_not_read_the_users_sessions() {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        let (u, t) = (user("cost"), real_now());
+        let capped = SessionPolicy { max_sessions: Some(50), ..policy() };
+        let before = calls(&server, "hgetall");
+        for i in 0..20 {
+            store.create(new_session(&u, &sid(&format!("cost{i}")), t + i), &capped).await.unwrap();
+        }
+        assert_eq!(calls(&server, "hgetall"), before, "no HGETALL below the cap");
+        let tight = SessionPolicy { max_sessions: Some(20), ..policy() };
+        let evicted = store.create(new_session(&u, &sid("over"), t + 100), &tight).await.unwrap();
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(calls(&server, "hgetall"), before + 1, "at the cap: one read to evict the oldest");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn subscriber_stops_when_store_and_list_are_dropped() {
         let server = RedisServer::start();

@@ -26,7 +26,10 @@ pub fn var(name: &str) -> Option<String> {
 
 /// The access-token signing key for `JWT_ALG` (`HS256`, `ES256` or `EdDSA`).
 pub fn signing_key(secret: &[u8]) -> Result<SigningKey, Box<dyn std::error::Error>> {
-    let alg = var("JWT_ALG").unwrap_or_else(|| "HS256".into());
+    signing_key_for(&var("JWT_ALG").unwrap_or_else(|| "HS256".into()), secret)
+}
+
+fn signing_key_for(alg: &str, secret: &[u8]) -> Result<SigningKey, Box<dyn std::error::Error>> {
     Ok(match alg.to_ascii_uppercase().as_str() {
         "HS256" => SigningKey::hs256("demo-hs256", &derive(secret, "access-token"))?,
         "ES256" => p256_key(secret)?,
@@ -85,4 +88,27 @@ pub fn redacted(url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redis_urls_are_logged_without_their_password() {
+        assert_eq!(super::redacted("redis://:hunter2@cache:6379/0"), "redis://***@cache:6379/0");
+        assert_eq!(super::redacted("rediss://app:pw@a:1,rediss://app:pw@b:2"), "rediss://***@a:1,rediss://***@b:2");
+        assert_eq!(super::redacted("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn asymmetric_keys_derive_the_same_from_the_same_secret() {
+        let jwks = |alg: &str, secret: &[u8]| {
+            let key = super::signing_key_for(alg, secret).unwrap();
+            serde_json::to_string(&tower_jwt_auth::JwtAuth::new(key).jwks()).unwrap()
+        };
+        for alg in ["ES256", "EdDSA"] {
+            assert_eq!(jwks(alg, b"one"), jwks(alg, b"one"), "{alg}: instances agree");
+            assert_ne!(jwks(alg, b"one"), jwks(alg, b"two"), "{alg}: the secret decides");
+        }
+        assert!(super::signing_key_for("RS256", b"one").is_err());
+    }
 }
