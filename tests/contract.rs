@@ -7,7 +7,7 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::{
-    backend::{Backend, unix_now, wait_until_after},
+    backend::{Backend, contract, unix_now, wait_until_after},
     demo::{Auth, Jar, credentials},
 };
 
@@ -303,24 +303,9 @@ async fn cross_site_cookie_posts_are_403(backend: Backend) {
     assert_eq!(bearer.status(), StatusCode::NO_CONTENT, "bearer requests are not subject to CSRF");
 }
 
-macro_rules! contract {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::Redis).await })*
-        }
-        mod cluster {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::Cluster).await })*
-        }
-    };
-}
-
 contract!(
+    [memory => Memory, redis => Redis, cluster => Cluster]
+    [
     login_modes,
     me_with_header_or_cookie,
     rejections_follow_rfc6750,
@@ -333,4 +318,5 @@ contract!(
     logout_all_and_devices,
     session_cap_evicts_the_oldest,
     cross_site_cookie_posts_are_403,
+    ]
 );

@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use support::{
-    backend::{Backend, unix_now, wait_until_after},
+    backend::{Backend, contract, unix_now, wait_until_after},
     demo::{Auth, Demo, Jar, credentials},
     redis_server::RedisServer,
 };
@@ -322,23 +322,13 @@ async fn an_absolute_lifetime_below_the_idle_default_is_accepted() {
     assert!(exp <= unix_now() + 3600);
 }
 
-macro_rules! contract {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(super::Backend::Redis).await })*
-        }
-    };
-}
-
 contract!(
+    [memory => Memory, redis => Redis]
+    [
     hello_is_optional_login,
     admin_needs_the_admin_scope,
     step_up_with_reauth,
     logout_others_keeps_the_current_session,
     role_changes_apply_at_once,
+    ]
 );

@@ -64,3 +64,23 @@ pub async fn wait_until_after(t: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs contract cases (async fns taking a [`Backend`]) once per backend:
+/// `contract!([memory => Memory, redis => Redis] [case_a, case_b]);` makes
+/// `memory::case_a`, `redis::case_a`, …
+#[allow(unused_macros)] // only the contract test files run cases per backend
+macro_rules! contract {
+    ([$($backend:ident => $variant:ident),+ $(,)?] $cases:tt) => {
+        $( $crate::support::backend::contract!(@one $backend $variant $cases); )+
+    };
+    (@one $backend:ident $variant:ident [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::Backend::$variant).await
+            })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use contract;
