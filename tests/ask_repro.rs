@@ -1,5 +1,8 @@
 //! `-ASK` redirections during live resharding through redis-rs 1.8's async
-//! cluster client, and a workaround.
+//! cluster client, and a workaround: the minimal reproduction of the two
+//! upstream bugs that made the store route Cluster commands itself
+//! (`src/store/redis/cluster.rs`). The ignored tests are the reproductions
+//! (`cargo test --test ask_repro -- --ignored --nocapture`).
 //!
 //! redis-rs answers `-ASK <slot> <addr>` by sending `ASKING` to `<addr>` as a
 //! request of its own on the shared (multiplexed) connection, waiting for
