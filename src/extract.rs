@@ -42,6 +42,17 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The `reason` label of [`metrics`](crate::metrics).
+    pub(crate) fn reason(&self) -> crate::metrics::Reason {
+        use crate::metrics::Reason;
+        match self {
+            Self::NoCredentials => Reason::Missing,
+            Self::Refused(error) => Reason::of(error),
+            Self::SessionEnded(_) => Reason::SessionEnded,
+            Self::Unavailable => Reason::Unavailable,
+        }
+    }
+
     pub(crate) fn error(&self) -> AuthError {
         match self {
             Self::NoCredentials => AuthError::MissingCredentials,
@@ -412,7 +423,7 @@ impl Session {
     /// Revokes this session (its refresh token, and its access tokens on
     /// every instance) and answers `204` clearing both cookies.
     pub async fn logout(&self) -> Result<LoggedOut, AuthError> {
-        match self.auth.revoke_session(self.user_id(), self.id()).await {
+        match self.auth.revoke_session_because(self.user_id(), self.id(), crate::RevocationCause::Logout).await {
             // Not a live session of this user (ended, revoked elsewhere,
             // or a token naming another user's session): nothing to revoke,
             // and nothing may be revoked in its name. The cookies still go.

@@ -3,7 +3,8 @@
 //! and writes the rotated cookies onto its response.
 //!
 //! Hot path (a valid token): parse the header or cookie, a cache lookup, a
-//! revocation lookup, one extension insert. No lock, no I/O, no boxing.
+//! revocation lookup, one extension insert, one counter increment. No lock,
+//! no I/O, no boxing; the request span only exists when `debug` is enabled.
 
 use std::{
     future::Future,
@@ -17,12 +18,14 @@ use http::{HeaderValue, Request, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::{Instrument, Span, field::Empty};
 
 use crate::{
     config::JwtAuth,
     cookies,
     error::AuthError,
     extract::{AuthContext, Refusal},
+    metrics::{Reason, RequestResult},
     refresh_token,
     response::SessionEnded,
     revocation::Check,
@@ -140,7 +143,7 @@ impl JwtAuth {
     fn check_revocation(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, AuthError> {
         match verified.check(&self.inner.revocations) {
             Check::Clean => Ok(verified),
-            Check::Revoked => Err(AuthError::InvalidToken("The session was revoked")),
+            Check::Revoked => Err(AuthError::REVOKED),
             // Claims changed since it was issued: refresh to get the new ones.
             Check::Stale => Err(AuthError::EXPIRED),
             Check::NotLoaded => Err(AuthError::Unavailable),
@@ -218,25 +221,37 @@ where
         let auth = &self.auth;
         let refusal = match auth.authenticate(&request) {
             Found::Token(token) => {
+                auth.inner.metrics.request(RequestResult::Authenticated);
+                let span = request_span(RequestResult::Authenticated, Some(&token));
                 request.extensions_mut().insert(auth.context(Ok(token)));
-                return ResponseFuture::inner(self.inner.call(request), After::Nothing);
+                return ResponseFuture::inner(self.inner.call(request), Extra::new(After::Nothing, span));
             }
             Found::Refresh(refresh_token) => {
                 // Only the service that reported ready may be called: keep it
                 // for after the refresh and leave a clone in its place.
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
+                let span = tracing::debug_span!(
+                    "tower_jwt_auth.request",
+                    outcome = Empty,
+                    reason = Empty,
+                    user_id = Empty,
+                    sid = Empty
+                );
                 let auth = auth.clone();
+                let refresh = async move { auth.refresh(&refresh_token).await }.instrument(span.clone());
                 return ResponseFuture {
                     state: State::Refreshing {
-                        refresh: Box::pin(async move { auth.refresh(&refresh_token).await }),
-                        waiting: Some(Box::new(Waiting { request, service, auth: self.auth.clone() })),
+                        refresh: Box::pin(refresh),
+                        waiting: Some(Box::new(Waiting { request, service, auth: self.auth.clone(), span })),
                     },
                 };
             }
             Found::Rejected(error) => {
-                tracing::debug!(reason = %error, "request refused");
-                return ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error), after: None } };
+                let result = RequestResult::Rejected(Reason::of(&error));
+                auth.inner.metrics.request(result);
+                request_span(result, None).in_scope(|| tracing::debug!(reason = %error, "request refused"));
+                return ResponseFuture::reject(auth.clone(), error, After::Nothing);
             }
             Found::Refused(refusal) => refusal,
         };
@@ -244,14 +259,47 @@ where
             Refusal::SessionEnded(_) => After::ClearCookies(auth.clone()),
             _ => After::Nothing,
         };
+        let reason = refusal.reason();
         if auth.optional {
+            let result = RequestResult::Guest(reason);
+            auth.inner.metrics.request(result);
+            let span = request_span(result, None);
             request.extensions_mut().insert(auth.context(Err(refusal)));
-            ResponseFuture::inner(self.inner.call(request), after)
+            ResponseFuture::inner(self.inner.call(request), Extra::new(after, span))
         } else {
+            let result = RequestResult::Rejected(reason);
+            auth.inner.metrics.request(result);
             let error = refusal.error();
-            tracing::debug!(reason = %error, "request not authenticated");
-            ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error), after: Some(after) } }
+            request_span(result, None).in_scope(|| tracing::debug!(reason = %error, "request not authenticated"));
+            ResponseFuture::reject(auth.clone(), error, after)
         }
+    }
+}
+
+/// The `tower_jwt_auth.request` span (`debug`): what the layer decided, and
+/// for an authenticated request its user and session. Disabled (and free)
+/// unless `debug` is enabled for this crate.
+fn request_span(result: RequestResult, token: Option<&VerifiedToken>) -> Span {
+    let span = tracing::debug_span!(
+        "tower_jwt_auth.request",
+        outcome = result.result(),
+        reason = Empty,
+        user_id = Empty,
+        sid = Empty
+    );
+    if !span.is_disabled() {
+        record_result(&span, result, token);
+    }
+    span
+}
+
+fn record_result(span: &Span, result: RequestResult, token: Option<&VerifiedToken>) {
+    span.record("outcome", result.result());
+    if let Some(reason) = result.reason() {
+        span.record("reason", reason.as_str());
+    }
+    if let Some(token) = token {
+        span.record("user_id", token.claims.sub.as_str()).record("sid", token.claims.sid.as_str());
     }
 }
 
@@ -264,6 +312,28 @@ enum After {
     SetCookies(Tokens),
     /// The refresh cookie is dead: remove both cookies.
     ClearCookies(JwtAuth),
+}
+
+/// What the inner future needs besides itself, rarely anything: boxed, so
+/// the future of a plain authenticated request stays small (it is moved
+/// several times on the way to the handler).
+struct Extra {
+    after: After,
+    /// Entered while the handler runs.
+    span: Span,
+}
+
+impl Extra {
+    fn new(after: After, span: Span) -> Option<Box<Self>> {
+        (!matches!(after, After::Nothing) || !span.is_disabled()).then(|| Box::new(Self { after, span }))
+    }
+}
+
+/// A rejection answered by the layer itself.
+struct Rejection {
+    auth: JwtAuth,
+    error: AuthError,
+    after: After,
 }
 
 pin_project! {
@@ -286,13 +356,11 @@ pin_project! {
         Inner {
             #[pin]
             future: S::Future,
-            after: After,
+            extra: Option<Box<Extra>>,
         },
-        // The error, not its response: this future stays small.
+        // The error, not its response, boxed: this future stays small.
         Reject {
-            auth: JwtAuth,
-            error: Option<AuthError>,
-            after: Option<After>,
+            rejection: Option<Box<Rejection>>,
         },
     }
 }
@@ -303,11 +371,16 @@ struct Waiting<S, B> {
     /// The inner service that reported ready.
     service: S,
     auth: JwtAuth,
+    span: Span,
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
-    fn inner(future: S::Future, after: After) -> Self {
-        Self { state: State::Inner { future, after } }
+    fn inner(future: S::Future, extra: Option<Box<Extra>>) -> Self {
+        Self { state: State::Inner { future, extra } }
+    }
+
+    fn reject(auth: JwtAuth, error: AuthError, after: After) -> Self {
+        Self { state: State::Reject { rejection: Some(Box::new(Rejection { auth, error, after })) } }
     }
 }
 
@@ -324,7 +397,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Refreshing { refresh, waiting } => {
                     let outcome = ready!(refresh.as_mut().poll(cx));
-                    let Waiting { mut request, mut service, auth } =
+                    let Waiting { mut request, mut service, auth, span } =
                         *waiting.take().expect("ResponseFuture polled after completion");
                     let auth = &auth;
                     let (outcome, after) = match outcome {
@@ -334,10 +407,19 @@ where
                         }
                         Err(AuthError::Unavailable) => (Err(Refusal::Unavailable), After::Nothing),
                         Err(error) => {
-                            tracing::debug!(reason = %error, "transparent refresh refused: the session is over");
+                            span.in_scope(|| {
+                                tracing::debug!(reason = %error, "transparent refresh refused: the session is over");
+                            });
                             (Err(Refusal::SessionEnded(as_resource_error(error))), After::ClearCookies(auth.clone()))
                         }
                     };
+                    let result = match &outcome {
+                        Ok(_) => RequestResult::Authenticated,
+                        Err(refusal) if auth.optional => RequestResult::Guest(refusal.reason()),
+                        Err(refusal) => RequestResult::Rejected(refusal.reason()),
+                    };
+                    auth.inner.metrics.request(result);
+                    record_result(&span, result, outcome.as_ref().ok().map(|token| &**token));
                     match outcome {
                         Err(refusal) if !auth.optional => {
                             let mut response = auth.reject(refusal.error());
@@ -346,22 +428,30 @@ where
                         }
                         outcome => {
                             request.extensions_mut().insert(auth.context(outcome));
-                            let future = service.call(request);
-                            this.state.set(State::Inner { future, after });
+                            let future = span.in_scope(|| service.call(request));
+                            this.state.set(State::Inner { future, extra: Extra::new(after, span) });
                         }
                     }
                 }
-                StateProj::Inner { future, after } => {
-                    let mut response = ready!(future.poll(cx))?.into_response();
-                    apply(&mut response, std::mem::replace(after, After::Nothing));
+                StateProj::Inner { future, extra } => {
+                    let response = match extra.as_deref() {
+                        None => ready!(future.poll(cx))?.into_response(),
+                        Some(extra) => {
+                            let _entered = extra.span.enter();
+                            ready!(future.poll(cx))?.into_response()
+                        }
+                    };
+                    let mut response = response;
+                    if let Some(extra) = extra.take() {
+                        apply(&mut response, extra.after);
+                    }
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Reject { auth, error, after } => {
-                    let error = error.take().expect("ResponseFuture polled after completion");
+                StateProj::Reject { rejection } => {
+                    let Rejection { auth, error, after } =
+                        *rejection.take().expect("ResponseFuture polled after completion");
                     let mut response = auth.reject(error);
-                    if let Some(after) = after.take() {
-                        apply(&mut response, after);
-                    }
+                    apply(&mut response, after);
                     return Poll::Ready(Ok(response));
                 }
             }

@@ -277,9 +277,10 @@ impl RedisStore {
         run(&self.inner.conn, script, cmd).await
     }
 
-    /// The prefix of the revocation message of a session revoked now.
+    /// The prefix of the revocation message of a session revoked (and
+    /// published) now: `s:<until_ms>:<published_ms>:` (see `revocation::wire`).
     fn message_prefix(now_ms: u64, policy: &SessionPolicy) -> String {
-        format!("s:{}:", now_ms.saturating_add(ms(policy.revocation_ttl)))
+        format!("s:{}:{now_ms}:", now_ms.saturating_add(ms(policy.revocation_ttl)))
     }
 
     /// Records revocations a script already published: into the lists
@@ -314,9 +315,10 @@ impl RedisStore {
 
     async fn record_once(&self, revocations: &[Revocation]) -> Result<(), StoreError> {
         let mut invocation = self.inner.scripts.record_revoked.key(&self.prefix.revoked);
-        invocation.arg(now_ms()).arg(&self.prefix.revoked);
+        let now = now_ms();
+        invocation.arg(now).arg(&self.prefix.revoked);
         for revocation in revocations {
-            invocation.arg(revocation.until_ms()).arg(revocation.member()).arg(revocation.message());
+            invocation.arg(revocation.until_ms()).arg(revocation.member()).arg(revocation.message(now));
         }
         let mut conn = self.inner.conn.clone();
         bounded(async { invocation.invoke_async::<()>(&mut conn).await }).await
