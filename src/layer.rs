@@ -280,13 +280,8 @@ where
 /// for an authenticated request its user and session. Disabled (and free)
 /// unless `debug` is enabled for this crate.
 fn request_span(result: RequestResult, token: Option<&VerifiedToken>) -> Span {
-    let span = tracing::debug_span!(
-        "tower_jwt_auth.request",
-        outcome = result.result(),
-        reason = Empty,
-        user_id = Empty,
-        sid = Empty
-    );
+    let span =
+        tracing::debug_span!("tower_jwt_auth.request", outcome = Empty, reason = Empty, user_id = Empty, sid = Empty);
     if !span.is_disabled() {
         record_result(&span, result, token);
     }
