@@ -63,10 +63,12 @@ impl Refusal {
 }
 
 /// What the layer found, left in the request's extensions for extractors.
+/// Small (32 bytes): the rare refusal is boxed, since every authenticated
+/// request copies this into the extensions.
 #[derive(Clone)]
 pub(crate) struct AuthContext {
     pub(crate) auth: JwtAuth,
-    pub(crate) outcome: Result<Arc<VerifiedToken>, Refusal>,
+    outcome: Result<Arc<VerifiedToken>, Box<Refusal>>,
 }
 
 /// Logged once per process: a handler needing claims behind no layer is a
@@ -77,6 +79,15 @@ const MISSING_LAYER: &str = "No JwtAuth layer in front of this handler: add `.la
                              to the router holding this route";
 
 impl AuthContext {
+    pub(crate) fn new(auth: JwtAuth, outcome: Result<Arc<VerifiedToken>, Refusal>) -> Self {
+        Self { auth, outcome: outcome.map_err(Box::new) }
+    }
+
+    /// The verified token, or why there is none.
+    pub(crate) fn outcome(&self) -> Result<&Arc<VerifiedToken>, &Refusal> {
+        self.outcome.as_ref().map_err(|refusal| &**refusal)
+    }
+
     pub(crate) fn get(parts: &Parts) -> Result<&Self, AuthRejection> {
         parts.extensions.get::<Self>().ok_or_else(|| {
             if !MISSING_LAYER_LOGGED.swap(true, Ordering::Relaxed) {
@@ -88,7 +99,7 @@ impl AuthContext {
 
     fn from_parts(parts: &Parts) -> Result<(&JwtAuth, &Arc<VerifiedToken>), AuthRejection> {
         let context = Self::get(parts)?;
-        match &context.outcome {
+        match context.outcome() {
             Ok(token) => Ok((&context.auth, token)),
             Err(refusal) => Err(context.rejection(refusal.error())),
         }
@@ -279,7 +290,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, AuthRejection> {
         let context = AuthContext::get(parts)?;
-        match &context.outcome {
+        match context.outcome() {
             Ok(token) => Claims::decode(&context.auth, token).map(Some),
             Err(Refusal::Refused(error)) => Err(context.rejection(error.clone())),
             Err(Refusal::Unavailable) if !context.auth.inner.unavailable_as_guest => {
@@ -331,7 +342,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AuthRejection> {
         let context = AuthContext::get(parts)?;
-        Ok(match &context.outcome {
+        Ok(match context.outcome() {
             Ok(token) => Self::Authenticated(Claims::decode(&context.auth, token)?),
             Err(Refusal::NoCredentials) => Self::Guest,
             Err(Refusal::SessionEnded(_)) => Self::SessionEnded,

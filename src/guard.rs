@@ -317,7 +317,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let refused = match request.extensions().get::<AuthContext>() {
             None => Some(AuthError::Misconfigured("A guard needs the JwtAuth layer in front of it").into_response()),
-            Some(context) => match &context.outcome {
+            Some(context) => match context.outcome() {
                 // Not authenticated: the layer's own answer (401), never a 403.
                 Err(refusal) => Some(context.auth.reject(refusal.error())),
                 Ok(token) => {

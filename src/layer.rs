@@ -65,8 +65,8 @@ impl JwtAuth {
     fn authenticate<B>(&self, request: &Request<B>) -> Found {
         let headers = request.headers();
         match bearer_header(headers) {
-            Ok(Some(value)) => {
-                return match self.verify_bearer(value) {
+            Ok(Some(token)) => {
+                return match self.verify_bearer(token) {
                     Ok(token) => Found::Token(token),
                     Err(AuthError::Unavailable) => Found::Refused(Refusal::Unavailable),
                     Err(error @ AuthError::InvalidRequest(_)) => Found::Rejected(error),
@@ -125,8 +125,7 @@ impl JwtAuth {
 
     /// Verifies a bearer token. A cache hit needs no syntax check (only
     /// tokens that passed it got in), so the per-byte check runs on misses.
-    fn verify_bearer(&self, value: &HeaderValue) -> Result<Arc<VerifiedToken>, AuthError> {
-        let token = bearer_token(value)?;
+    fn verify_bearer(&self, token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
         let verifier = &self.inner.verifier;
         let verified = match verifier.cached(token) {
             Some(hit) => hit?,
@@ -151,20 +150,43 @@ impl JwtAuth {
     }
 
     fn context(&self, outcome: Result<Arc<VerifiedToken>, Refusal>) -> AuthContext {
-        AuthContext { auth: self.clone(), outcome }
+        AuthContext::new(self.clone(), outcome)
     }
 }
 
-/// The request's one `Authorization: Bearer` header, if any. Headers of
-/// other schemes (a proxy's `Basic`, `Negotiate`) are not bearer credentials
-/// and are ignored; two bearer headers are a malformed request.
-fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&HeaderValue>, AuthError> {
-    let mut bearer = headers.get_all(header::AUTHORIZATION).iter().filter(|value| is_bearer(value));
-    let first = bearer.next();
-    if bearer.next().is_some() {
+/// The token of the request's one `Authorization: Bearer` header, if any,
+/// its syntax not checked yet (see [`b64token`]). Headers of other schemes
+/// (a proxy's `Basic`, `Negotiate`) are not bearer credentials and are
+/// ignored; two bearer headers are a malformed request.
+fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&[u8]>, AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let mut first = None;
+    for value in values.by_ref() {
+        // The common case, `Bearer <token>`, in one comparison.
+        if let Some(token) = simple_bearer(value.as_bytes()) {
+            first = Some(token);
+            break;
+        }
+        if is_bearer(value) {
+            first = Some(bearer_token(value)?);
+            break;
+        }
+    }
+    if first.is_some() && values.any(|value| is_bearer(value)) {
         return Err(AuthError::InvalidRequest("Only one Authorization: Bearer header is allowed"));
     }
     Ok(first)
+}
+
+/// `<token>` of `Bearer <token>` (the scheme in any case, one space), else
+/// `None` (then the general rules decide). Compares the seven bytes as one
+/// word: OR-ing 0x20 lowercases exactly the ASCII letters' capitals, and
+/// maps to a space only a space or a NUL, which header values cannot hold.
+fn simple_bearer(bytes: &[u8]) -> Option<&[u8]> {
+    let head = bytes.first_chunk::<7>()?;
+    let word = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], 0]);
+    const BEARER: u64 = u64::from_le_bytes(*b"bearer \0");
+    (word | 0x0020_2020_2020_2020 == BEARER && bytes.len() > 7).then(|| &bytes[7..])
 }
 
 /// Whether the header's scheme is `Bearer` (case-insensitive, RFC 7235):
@@ -222,9 +244,11 @@ where
         let refusal = match auth.authenticate(&request) {
             Found::Token(token) => {
                 auth.inner.metrics.request(RequestResult::Authenticated);
-                let span = request_span(RequestResult::Authenticated, Some(&token));
+                // Nothing else to do after the handler: no box unless the span is wanted.
+                let extra = request_span(RequestResult::Authenticated, Some(&token))
+                    .map(|span| Extra::new(After::Nothing, span));
                 request.extensions_mut().insert(auth.context(Ok(token)));
-                return ResponseFuture::inner(self.inner.call(request), Extra::new(After::Nothing, span));
+                return ResponseFuture::inner(self.inner.call(request), extra.flatten());
             }
             Found::Refresh(refresh_token) => {
                 // Only the service that reported ready may be called: keep it
@@ -250,7 +274,9 @@ where
             Found::Rejected(error) => {
                 let result = RequestResult::Rejected(Reason::of(&error));
                 auth.inner.metrics.request(result);
-                request_span(result, None).in_scope(|| tracing::debug!(reason = %error, "request refused"));
+                request_span(result, None).unwrap_or_else(Span::none).in_scope(|| {
+                    tracing::debug!(reason = %error, "request refused");
+                });
                 return ResponseFuture::reject(auth.clone(), error, After::Nothing);
             }
             Found::Refused(refusal) => refusal,
@@ -263,29 +289,36 @@ where
         if auth.optional {
             let result = RequestResult::Guest(reason);
             auth.inner.metrics.request(result);
-            let span = request_span(result, None);
+            let span = request_span(result, None).unwrap_or_else(Span::none);
             request.extensions_mut().insert(auth.context(Err(refusal)));
             ResponseFuture::inner(self.inner.call(request), Extra::new(after, span))
         } else {
             let result = RequestResult::Rejected(reason);
             auth.inner.metrics.request(result);
             let error = refusal.error();
-            request_span(result, None).in_scope(|| tracing::debug!(reason = %error, "request not authenticated"));
+            request_span(result, None).unwrap_or_else(Span::none).in_scope(|| {
+                tracing::debug!(reason = %error, "request not authenticated");
+            });
             ResponseFuture::reject(auth.clone(), error, after)
         }
     }
 }
 
 /// The `tower_jwt_auth.request` span (`debug`): what the layer decided, and
-/// for an authenticated request its user and session. Disabled (and free)
-/// unless `debug` is enabled for this crate.
-fn request_span(result: RequestResult, token: Option<&VerifiedToken>) -> Span {
+/// for an authenticated request its user and session. `None` unless `debug`
+/// is enabled for this crate, so the hot path builds no span at all, not
+/// even for `tracing`'s `log` fallback (on whenever axum's default
+/// `tower-log` feature is).
+fn request_span(result: RequestResult, token: Option<&VerifiedToken>) -> Option<Span> {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
     let span =
         tracing::debug_span!("tower_jwt_auth.request", outcome = Empty, reason = Empty, user_id = Empty, sid = Empty);
     if !span.is_disabled() {
         record_result(&span, result, token);
     }
-    span
+    Some(span)
 }
 
 fn record_result(span: &Span, result: RequestResult, token: Option<&VerifiedToken>) {
@@ -484,12 +517,50 @@ mod tests {
         headers.append(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwdw=="));
         assert_eq!(bearer_header(&headers).unwrap(), None, "another scheme is no credential");
         headers.append(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
-        assert_eq!(bearer_header(&headers).unwrap().unwrap(), "bearer abc");
+        assert_eq!(bearer_header(&headers).unwrap().unwrap(), b"abc");
         headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer def"));
         assert!(bearer_header(&headers).is_err(), "two bearer headers");
         for not_bearer in ["Bearerx abc", "Negotiate abc", "", "Token abc"] {
             assert!(!is_bearer(&HeaderValue::from_static(not_bearer)), "{not_bearer:?}");
         }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_rules() {
+        for value in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "bEaReR a",
+            "Bearer  abc",
+            "Bearer",
+            "Bearer ",
+            "Bearerx abc",
+            "Bearer,abc",
+            "Bearer\tabc",
+            "Beare abc",
+            "Basic abc",
+            "Cearer abc",
+            "Bearer=abc",
+            "@EARER abc",
+        ] {
+            let value = HeaderValue::from_str(value).unwrap();
+            if let Some(token) = simple_bearer(value.as_bytes()) {
+                assert!(is_bearer(&value), "{value:?}");
+                assert_eq!(bearer_token(&value), Ok(token), "{value:?}");
+            } else {
+                assert!(
+                    value.as_bytes().len() <= 7 || !value.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "),
+                    "{value:?}"
+                );
+            }
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(bearer_header(&headers).unwrap(), Some(&b"abc"[..]));
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("bearer,x"));
+        assert!(bearer_header(&headers).is_err(), "a second (malformed) bearer header");
     }
 
     #[test]
