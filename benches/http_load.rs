@@ -418,7 +418,8 @@ fn main() {
         .filter(|line| line.starts_with("tower_jwt_auth_requests_total{result=\"authenticated\"}"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    let answered: u64 = pairs.iter().map(|[_, jwt]| jwt).filter(|t| t.name.ends_with("+metrics")).map(|t| t.served).sum();
+    let answered: u64 =
+        pairs.iter().map(|[_, jwt]| jwt).filter(|t| t.name.ends_with("+metrics")).map(|t| t.served).sum();
     println!(
         "  +metrics: tower_jwt_auth_requests_total{{result=\"authenticated\"}} = {counted} for {answered} answered"
     );

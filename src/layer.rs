@@ -172,7 +172,7 @@ fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&[u8]>, AuthError> 
             break;
         }
     }
-    if first.is_some() && values.any(|value| is_bearer(value)) {
+    if first.is_some() && values.any(is_bearer) {
         return Err(AuthError::InvalidRequest("Only one Authorization: Bearer header is allowed"));
     }
     Ok(first)
