@@ -14,7 +14,7 @@
 //! done
 //! ```
 //!
-//! Arguments: `bare` | `noop` | `jwt` | `jwt+metrics`, then the number of
+//! Arguments: `bare` | `noop` | `jwt` | `jwt+metrics` | `jwt-no-extractor`, then the number of
 //! warm-up requests and of measured requests (both only change totals).
 //! With `HOT_PATH_TIME=1`, prints the best wall time per request of 9
 //! rounds instead (noisy on a shared machine; compare runs side by side).
@@ -79,6 +79,8 @@ fn main() {
             let noop = tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
             Router::new().route("/hello", get(hello_bare)).layer(noop)
         }
+        // The layer alone: its handler takes no extractor.
+        "jwt-no-extractor" => Router::new().route("/hello", get(hello_bare)).layer(build()),
         "jwt" | "jwt+metrics" => {
             let auth = if variant == "jwt" {
                 build()
@@ -90,7 +92,7 @@ fn main() {
             };
             Router::new().route("/hello", get(hello_jwt)).layer(auth)
         }
-        other => panic!("unknown variant {other}: bare, noop, jwt or jwt+metrics"),
+        other => panic!("unknown variant {other}: bare, noop, jwt, jwt+metrics or jwt-no-extractor"),
     };
     let authorization = &authorizations[..];
     requests(&mut router, authorization, warmup);

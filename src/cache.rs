@@ -69,6 +69,7 @@ impl VerifiedCache {
         Self { entries: papaya::HashMap::with_hasher(TailHash::default()), order: Mutex::default(), capacity }
     }
 
+    #[inline]
     pub(crate) fn get(&self, token: &[u8]) -> Option<Arc<VerifiedToken>> {
         self.entries.pin().get(token).map(|entry| entry.token.clone())
     }

@@ -79,6 +79,7 @@ const MISSING_LAYER: &str = "No JwtAuth layer in front of this handler: add `.la
                              to the router holding this route";
 
 impl AuthContext {
+    #[inline]
     pub(crate) fn new(auth: JwtAuth, outcome: Result<Arc<VerifiedToken>, Refusal>) -> Self {
         Self { auth, outcome: outcome.map_err(Box::new) }
     }

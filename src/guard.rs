@@ -323,7 +323,7 @@ where
                 Ok(token) => {
                     let claims = ClaimsRef { token, leeway_secs: context.auth.inner.leeway_secs };
                     self.guard.check(claims).err().map(|error| {
-                        tracing::debug!(reason = %error, sub = claims.sub(), "guard refused the request");
+                        tracing::debug!(reason = %error, user_id = claims.sub(), "guard refused the request");
                         context.auth.reject(error)
                     })
                 }

@@ -125,6 +125,7 @@ impl JwtAuth {
 
     /// Verifies a bearer token. A cache hit needs no syntax check (only
     /// tokens that passed it got in), so the per-byte check runs on misses.
+    #[inline]
     fn verify_bearer(&self, token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
         let verifier = &self.inner.verifier;
         let verified = match verifier.cached(token) {
@@ -139,6 +140,7 @@ impl JwtAuth {
         self.check_revocation(self.inner.verifier.verify(token)?)
     }
 
+    #[inline]
     fn check_revocation(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, AuthError> {
         match verified.check(&self.inner.revocations) {
             Check::Clean => Ok(verified),
@@ -149,6 +151,7 @@ impl JwtAuth {
         }
     }
 
+    #[inline]
     fn context(&self, outcome: Result<Arc<VerifiedToken>, Refusal>) -> AuthContext {
         AuthContext::new(self.clone(), outcome)
     }
@@ -158,6 +161,7 @@ impl JwtAuth {
 /// its syntax not checked yet (see [`b64token`]). Headers of other schemes
 /// (a proxy's `Basic`, `Negotiate`) are not bearer credentials and are
 /// ignored; two bearer headers are a malformed request.
+#[inline]
 fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&[u8]>, AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let mut first = None;
@@ -182,6 +186,7 @@ fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&[u8]>, AuthError> 
 /// `None` (then the general rules decide). Compares the seven bytes as one
 /// word: OR-ing 0x20 lowercases exactly the ASCII letters' capitals, and
 /// maps to a space only a space or a NUL, which header values cannot hold.
+#[inline]
 fn simple_bearer(bytes: &[u8]) -> Option<&[u8]> {
     let head = bytes.first_chunk::<7>()?;
     let word = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], 0]);

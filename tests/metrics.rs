@@ -564,3 +564,169 @@ fn events_the_hook_does_not_get_are_counted() {
         drop(release);
     });
 }
+
+/// A store that fails while `down` is set (a Redis outage), and is the
+/// memory store otherwise.
+#[derive(Clone, Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+mod flaky {
+    use std::sync::{Arc, atomic::Ordering};
+
+    use tower_jwt_auth::{
+        revocation::RevocationList,
+        store::{NewSession, RotateOutcome, SessionPolicy, SessionRecord, SessionStore, StoreError, StoreFuture},
+    };
+
+    use super::FlakyStore;
+
+    impl FlakyStore {
+        fn check<'a, T: Send + 'a>(&'a self, call: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+            if self.down.load(Ordering::SeqCst) {
+                Box::pin(async { Err(StoreError::Unavailable("the test took it down".into())) })
+            } else {
+                call
+            }
+        }
+    }
+
+    impl SessionStore for FlakyStore {
+        fn create<'a>(&'a self, session: NewSession, policy: &'a SessionPolicy) -> StoreFuture<'a, Vec<String>> {
+            self.check(self.inner.create(session, policy))
+        }
+
+        fn rotate<'a>(
+            &'a self,
+            user_id: &'a str,
+            sid: &'a str,
+            presented: u64,
+            now_ms: u64,
+            policy: &'a SessionPolicy,
+        ) -> StoreFuture<'a, RotateOutcome> {
+            self.check(self.inner.rotate(user_id, sid, presented, now_ms, policy))
+        }
+
+        fn list<'a>(&'a self, user_id: &'a str, now_ms: u64) -> StoreFuture<'a, Vec<SessionRecord>> {
+            self.check(self.inner.list(user_id, now_ms))
+        }
+
+        fn revoke<'a>(
+            &'a self,
+            user_id: &'a str,
+            sid: &'a str,
+            now_ms: u64,
+            policy: &'a SessionPolicy,
+        ) -> StoreFuture<'a, bool> {
+            self.check(self.inner.revoke(user_id, sid, now_ms, policy))
+        }
+
+        fn revoke_all<'a>(
+            &'a self,
+            user_id: &'a str,
+            except: Option<&'a str>,
+            now_ms: u64,
+            policy: &'a SessionPolicy,
+        ) -> StoreFuture<'a, Vec<String>> {
+            self.check(self.inner.revoke_all(user_id, except, now_ms, policy))
+        }
+
+        fn reauthenticate<'a>(
+            &'a self,
+            user_id: &'a str,
+            sid: &'a str,
+            now_ms: u64,
+            policy: &'a SessionPolicy,
+        ) -> StoreFuture<'a, Option<SessionRecord>> {
+            self.check(self.inner.reauthenticate(user_id, sid, now_ms, policy))
+        }
+
+        fn invalidate_tokens<'a>(
+            &'a self,
+            user_id: &'a str,
+            now_ms: u64,
+            policy: &'a SessionPolicy,
+        ) -> StoreFuture<'a, ()> {
+            self.check(self.inner.invalidate_tokens(user_id, now_ms, policy))
+        }
+
+        fn attach(&self, list: Arc<RevocationList>) {
+            self.inner.attach(list)
+        }
+
+        fn outlives_process(&self) -> bool {
+            false
+        }
+    }
+}
+
+/// The store down: each failed call is counted as an error of its
+/// operation, the refresh as `unavailable`, the request through the layer
+/// as rejected (`unavailable`) or a guest; nothing else moves.
+#[test]
+fn a_store_outage_is_counted_per_call() {
+    use std::sync::atomic::Ordering;
+
+    recorded(|recorded| async move {
+        let store = FlakyStore::default();
+        let auth = JwtAuth::builder()
+            .signing_key(SigningKey::hs256("k", &[3; 32]).unwrap())
+            .store(store.clone())
+            .build()
+            .unwrap();
+        let app = app(&auth);
+        let tokens = login(&auth, "alice").await;
+        recorded.delta();
+        store.down.store(true, Ordering::SeqCst);
+
+        assert_eq!(auth.refresh(tokens.refresh_token()).await.unwrap_err(), AuthError::Unavailable);
+        assert_eq!(
+            recorded.delta(),
+            expect(&[
+                ("tower_jwt_auth_refresh_total{outcome=unavailable}", 1),
+                ("tower_jwt_auth_store_calls_total{operation=rotate,result=error}", 1),
+            ])
+        );
+        let cookie = format!("__Host-refresh={}", tokens.refresh_token());
+        let (status, _) =
+            send(&app, Request::get("/me").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, body) =
+            send(&app, Request::get("/hello").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({ "user": null })));
+        assert_eq!(
+            recorded.delta(),
+            expect(&[
+                ("tower_jwt_auth_requests_total{reason=unavailable,result=rejected}", 1),
+                ("tower_jwt_auth_requests_total{reason=unavailable,result=guest}", 1),
+                ("tower_jwt_auth_refresh_total{outcome=unavailable}", 2),
+                ("tower_jwt_auth_store_calls_total{operation=rotate,result=error}", 2),
+            ])
+        );
+        assert_eq!(
+            auth.login("bob", &Profile { name: "bob".into() }, ClientInfo::default()).await.unwrap_err(),
+            AuthError::Unavailable
+        );
+        assert_eq!(auth.revoke_session("alice", tokens.session_id()).await.unwrap_err(), AuthError::Unavailable);
+        assert_eq!(
+            recorded.delta(),
+            expect(&[
+                ("tower_jwt_auth_store_calls_total{operation=create,result=error}", 1),
+                ("tower_jwt_auth_store_calls_total{operation=revoke,result=error}", 1),
+            ])
+        );
+
+        store.down.store(false, Ordering::SeqCst);
+        let refreshed = auth.refresh(tokens.refresh_token()).await.unwrap();
+        assert_eq!(refreshed.session_id(), tokens.session_id(), "nothing changed during the outage");
+        assert_eq!(
+            recorded.delta(),
+            expect(&[
+                ("tower_jwt_auth_refresh_total{outcome=rotated}", 1),
+                ("tower_jwt_auth_store_calls_total{operation=rotate,result=ok}", 1),
+            ])
+        );
+    });
+}
