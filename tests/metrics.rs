@@ -41,8 +41,15 @@ impl Recorded {
     /// Every series registered so far, and what moved since the last call
     /// (counters by their increase, histograms by their number of samples).
     fn take(&self) -> (BTreeSet<String>, BTreeMap<String, u64>) {
+        let (keys, moved, _) = self.take_with_gauges();
+        (keys, moved)
+    }
+
+    /// [`take`](Self::take), and the gauges' values (which a snapshot resets).
+    fn take_with_gauges(&self) -> (BTreeSet<String>, BTreeMap<String, u64>, BTreeMap<String, f64>) {
         let mut keys = BTreeSet::new();
         let mut moved = BTreeMap::new();
+        let mut gauges = BTreeMap::new();
         for (key, _, _, value) in self.0.snapshot().into_vec() {
             let key = key.key();
             let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
@@ -65,12 +72,13 @@ impl Recorded {
                     }
                     keys.insert(name);
                 }
-                DebugValue::Gauge(_) => {
+                DebugValue::Gauge(value) => {
+                    gauges.insert(name.clone(), value.into_inner());
                     keys.insert(name);
                 }
             }
         }
-        (keys, moved)
+        (keys, moved, gauges)
     }
 
     /// What moved since the last call.
@@ -478,21 +486,9 @@ fn the_revocation_list_size_is_a_gauge() {
             auth.revoke_session(tokens.user_id(), tokens.session_id()).await.unwrap();
         }
         auth.invalidate_access_tokens("user-0").await.unwrap();
-        let gauges: BTreeMap<String, f64> = recorded
-            .0
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .filter_map(|(key, _, _, value)| match value {
-                DebugValue::Gauge(v) => {
-                    let kind = key.key().labels().find(|l| l.key() == "kind").map(|l| l.value().to_owned());
-                    Some((format!("{}/{}", key.key().name(), kind.unwrap_or_default()), v.into_inner()))
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(gauges["tower_jwt_auth_revocation_list_entries/session"], 5.0, "{gauges:?}");
-        assert_eq!(gauges["tower_jwt_auth_revocation_list_entries/user"], 1.0, "{gauges:?}");
+        let (_, _, gauges) = recorded.take_with_gauges();
+        assert_eq!(gauges["tower_jwt_auth_revocation_list_entries{kind=session}"], 5.0, "{gauges:?}");
+        assert_eq!(gauges["tower_jwt_auth_revocation_list_entries{kind=user}"], 1.0, "{gauges:?}");
     });
 }
 
@@ -728,5 +724,47 @@ fn a_store_outage_is_counted_per_call() {
                 ("tower_jwt_auth_store_calls_total{operation=rotate,result=ok}", 1),
             ])
         );
+    });
+}
+
+#[path = "support/jwks_server.rs"]
+mod jwks_server;
+
+/// Remote keys: each fetch counted by result, and the last success's time
+/// as a gauge (the keys' age at scrape time).
+#[test]
+fn remote_key_fetches_are_counted() {
+    use jwks_server::{Behaviour, JwksServer};
+    use tower_jwt_auth::{Algorithm, remote_keys::RemoteKeys};
+
+    recorded(|recorded| async move {
+        let pem = std::fs::read(format!("{}/tests/keys/ed25519.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let signer = SigningKey::from_pem(Algorithm::EdDSA, "remote", &pem).unwrap();
+        let jwks = serde_json::to_string(&JwtAuth::new(signer).jwks()).unwrap();
+        let server = JwksServer::start(jwks).await;
+        server.set_behaviour(Behaviour::Status(503));
+        recorded.delta();
+        let keys = RemoteKeys::jwks_url(server.url()).cooldown(Duration::from_millis(100)).build().unwrap();
+        let ceiling = std::time::Instant::now() + Duration::from_secs(15);
+        while server.jwks_requests() < 1 && std::time::Instant::now() < ceiling {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.set_behaviour(Behaviour::Serve);
+        while !keys.is_ready() && std::time::Instant::now() < ceiling {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(keys.is_ready());
+        let failures = server.jwks_requests() as u64 - 1;
+        let (_, moved, gauges) = recorded.take_with_gauges();
+        assert_eq!(
+            moved,
+            expect(&[
+                ("tower_jwt_auth_jwks_fetches_total{result=error}", failures),
+                ("tower_jwt_auth_jwks_fetches_total{result=ok}", 1),
+            ])
+        );
+        let fetched_at = gauges["tower_jwt_auth_jwks_last_success_timestamp_seconds"];
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!((now - 60.0..=now).contains(&fetched_at), "{fetched_at} is the fetch's time, not {now}");
     });
 }
