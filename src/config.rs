@@ -12,7 +12,9 @@ use crate::{
     cookies::{self, CookieConfig},
     csrf::{CsrfCheck, DoubleSubmit},
     error::AuthError,
+    events::{Events, Hook, SecurityEvent},
     keys::{KeyError, KeySet, SigningKey, VerifyingKey},
+    metrics::{Metrics, StoreMetrics},
     random,
     refresh_token::RefreshKey,
     revocation::RevocationList,
@@ -104,6 +106,7 @@ pub struct JwtAuthBuilder {
     reload_claims: Option<ClaimsReloader>,
     unavailable_as_guest: bool,
     refresh_path: String,
+    hooks: Vec<Hook>,
 }
 
 impl Default for JwtAuthBuilder {
@@ -159,6 +162,7 @@ impl JwtAuthBuilder {
             reload_claims: None,
             unavailable_as_guest: true,
             refresh_path: "/auth/refresh".into(),
+            hooks: Vec::new(),
         }
     }
 
@@ -430,8 +434,50 @@ impl JwtAuthBuilder {
         self
     }
 
+    /// Calls `hook` with every [`SecurityEvent`]: logins, rotations, refresh
+    /// token reuse (theft), revocations with their cause, cap evictions,
+    /// tokens made stale. To e-mail the user, lock the account or feed a SIEM.
+    ///
+    /// The hook never slows or fails a request: requests only put the event
+    /// in a bounded queue (1024 events) without waiting, and a thread of the
+    /// layer's own calls the hook, one event at a time, in order. If the hook
+    /// falls behind (it blocks, or events come faster than it handles them),
+    /// the events that do not fit are dropped, counted
+    /// (`tower_jwt_auth_events_dropped_total{reason="queue_full"}`) and said
+    /// once in the log; a hook that panics loses that event
+    /// (`reason="hook_panicked"`) and keeps receiving the next ones. The hook
+    /// runs outside any Tokio runtime: for async work, send the event to a
+    /// task of yours (a `tokio::sync::mpsc` channel's `try_send`, or
+    /// `Handle::spawn` with a runtime handle captured when building). Several
+    /// hooks may be registered; each gets every event.
+    ///
+    /// ```
+    /// use tower_jwt_auth::{JwtAuth, RevocationCause, SecurityEvent, SigningKey};
+    ///
+    /// let auth = JwtAuth::builder()
+    ///     .signing_key(SigningKey::hs256("k", &[7; 32])?)
+    ///     .on_event(|event: &SecurityEvent| match event {
+    ///         SecurityEvent::ReuseDetected { user_id, session_id } => {
+    ///             // e-mail the user: "someone used an old sign-in of yours; that device was signed out"
+    ///             eprintln!("theft on session {session_id} of {user_id}");
+    ///         }
+    ///         other if other.revocation_cause() == Some(RevocationCause::Cap) => {}
+    ///         _ => {}
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_event<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&SecurityEvent) + Send + Sync + 'static,
+    {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
     /// Checks the settings and builds the layer. Must run inside a Tokio
-    /// runtime when the store needs one (Redis).
+    /// runtime when the store needs one (Redis). Register the `metrics`
+    /// recorder before (see [`metrics`](crate::metrics)).
     pub fn build(self) -> Result<JwtAuth, ConfigError> {
         select_crypto_provider();
         let signing_key = self.signing_key.ok_or(ConfigError::MissingSigningKey)?;
@@ -490,6 +536,10 @@ impl JwtAuthBuilder {
         let double_submit = self.csrf_cookie.clone().map(|name| DoubleSubmit::new(&refresh_secret, name));
         let csrf = CsrfCheck::new(&self.trusted_origins, double_submit).map_err(ConfigError::Invalid)?;
 
+        let metrics = Metrics::new();
+        let events = Events::start(self.hooks, &metrics).map_err(|error| {
+            ConfigError::InvalidValue(format!("could not start the security-event thread: {error}"))
+        })?;
         let revocations = Arc::new(RevocationList::new());
         let store: Arc<dyn SessionStore> = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         store.attach(revocations.clone());
@@ -518,6 +568,7 @@ impl JwtAuthBuilder {
                 RefreshKey::new(&refresh_secret),
                 revocations.clone(),
                 self.reload_claims,
+                StoreMetrics::new(),
             )),
             revocations,
             cookies: CookieConfig {
@@ -536,6 +587,8 @@ impl JwtAuthBuilder {
             unavailable_as_guest: self.unavailable_as_guest,
             _revocation_source: None,
             refresh_path: self.refresh_path,
+            metrics,
+            events,
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }
@@ -591,6 +644,9 @@ pub(crate) struct Inner {
     /// the layer (its subscription stops when the store is dropped).
     pub(crate) _revocation_source: Option<Arc<dyn SessionStore>>,
     pub(crate) refresh_path: String,
+    pub(crate) metrics: Metrics,
+    /// Where security events go (nowhere without a hook).
+    pub(crate) events: Events,
 }
 
 impl JwtAuth {

@@ -121,6 +121,9 @@ impl AuthError {
     /// The access token expired (the description bearer clients look for).
     pub const EXPIRED: Self = Self::InvalidToken("The access token expired");
 
+    /// The access token's session was revoked.
+    pub(crate) const REVOKED: Self = Self::InvalidToken("The session was revoked");
+
     /// The HTTP status of this rejection.
     pub fn status(&self) -> StatusCode {
         match self {

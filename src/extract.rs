@@ -42,6 +42,17 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The `reason` label of [`metrics`](crate::metrics).
+    pub(crate) fn reason(&self) -> crate::metrics::Reason {
+        use crate::metrics::Reason;
+        match self {
+            Self::NoCredentials => Reason::Missing,
+            Self::Refused(error) => Reason::of(error),
+            Self::SessionEnded(_) => Reason::SessionEnded,
+            Self::Unavailable => Reason::Unavailable,
+        }
+    }
+
     pub(crate) fn error(&self) -> AuthError {
         match self {
             Self::NoCredentials => AuthError::MissingCredentials,
@@ -52,10 +63,12 @@ impl Refusal {
 }
 
 /// What the layer found, left in the request's extensions for extractors.
+/// Small (32 bytes): the rare refusal is boxed, since every authenticated
+/// request copies this into the extensions.
 #[derive(Clone)]
 pub(crate) struct AuthContext {
     pub(crate) auth: JwtAuth,
-    pub(crate) outcome: Result<Arc<VerifiedToken>, Refusal>,
+    outcome: Result<Arc<VerifiedToken>, Box<Refusal>>,
 }
 
 /// Logged once per process: a handler needing claims behind no layer is a
@@ -66,6 +79,16 @@ const MISSING_LAYER: &str = "No JwtAuth layer in front of this handler: add `.la
                              to the router holding this route";
 
 impl AuthContext {
+    #[inline]
+    pub(crate) fn new(auth: JwtAuth, outcome: Result<Arc<VerifiedToken>, Refusal>) -> Self {
+        Self { auth, outcome: outcome.map_err(Box::new) }
+    }
+
+    /// The verified token, or why there is none.
+    pub(crate) fn outcome(&self) -> Result<&Arc<VerifiedToken>, &Refusal> {
+        self.outcome.as_ref().map_err(|refusal| &**refusal)
+    }
+
     pub(crate) fn get(parts: &Parts) -> Result<&Self, AuthRejection> {
         parts.extensions.get::<Self>().ok_or_else(|| {
             if !MISSING_LAYER_LOGGED.swap(true, Ordering::Relaxed) {
@@ -77,7 +100,7 @@ impl AuthContext {
 
     fn from_parts(parts: &Parts) -> Result<(&JwtAuth, &Arc<VerifiedToken>), AuthRejection> {
         let context = Self::get(parts)?;
-        match &context.outcome {
+        match context.outcome() {
             Ok(token) => Ok((&context.auth, token)),
             Err(refusal) => Err(context.rejection(refusal.error())),
         }
@@ -268,7 +291,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, AuthRejection> {
         let context = AuthContext::get(parts)?;
-        match &context.outcome {
+        match context.outcome() {
             Ok(token) => Claims::decode(&context.auth, token).map(Some),
             Err(Refusal::Refused(error)) => Err(context.rejection(error.clone())),
             Err(Refusal::Unavailable) if !context.auth.inner.unavailable_as_guest => {
@@ -320,7 +343,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AuthRejection> {
         let context = AuthContext::get(parts)?;
-        Ok(match &context.outcome {
+        Ok(match context.outcome() {
             Ok(token) => Self::Authenticated(Claims::decode(&context.auth, token)?),
             Err(Refusal::NoCredentials) => Self::Guest,
             Err(Refusal::SessionEnded(_)) => Self::SessionEnded,
@@ -412,7 +435,7 @@ impl Session {
     /// Revokes this session (its refresh token, and its access tokens on
     /// every instance) and answers `204` clearing both cookies.
     pub async fn logout(&self) -> Result<LoggedOut, AuthError> {
-        match self.auth.revoke_session(self.user_id(), self.id()).await {
+        match self.auth.revoke_session_because(self.user_id(), self.id(), crate::RevocationCause::Logout).await {
             // Not a live session of this user (ended, revoked elsewhere,
             // or a token naming another user's session): nothing to revoke,
             // and nothing may be revoked in its name. The cookies still go.

@@ -317,13 +317,13 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let refused = match request.extensions().get::<AuthContext>() {
             None => Some(AuthError::Misconfigured("A guard needs the JwtAuth layer in front of it").into_response()),
-            Some(context) => match &context.outcome {
+            Some(context) => match context.outcome() {
                 // Not authenticated: the layer's own answer (401), never a 403.
                 Err(refusal) => Some(context.auth.reject(refusal.error())),
                 Ok(token) => {
                     let claims = ClaimsRef { token, leeway_secs: context.auth.inner.leeway_secs };
                     self.guard.check(claims).err().map(|error| {
-                        tracing::debug!(reason = %error, sub = claims.sub(), "guard refused the request");
+                        tracing::debug!(reason = %error, user_id = claims.sub(), "guard refused the request");
                         context.auth.reject(error)
                     })
                 }

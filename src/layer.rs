@@ -3,7 +3,8 @@
 //! and writes the rotated cookies onto its response.
 //!
 //! Hot path (a valid token): parse the header or cookie, a cache lookup, a
-//! revocation lookup, one extension insert. No lock, no I/O, no boxing.
+//! revocation lookup, one extension insert, one counter increment. No lock,
+//! no I/O, no boxing; the request span only exists when `debug` is enabled.
 
 use std::{
     future::Future,
@@ -17,12 +18,14 @@ use http::{HeaderValue, Request, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::{Instrument, Span, field::Empty};
 
 use crate::{
     config::JwtAuth,
     cookies,
     error::AuthError,
     extract::{AuthContext, Refusal},
+    metrics::{Reason, RequestResult},
     refresh_token,
     response::SessionEnded,
     revocation::Check,
@@ -62,8 +65,8 @@ impl JwtAuth {
     fn authenticate<B>(&self, request: &Request<B>) -> Found {
         let headers = request.headers();
         match bearer_header(headers) {
-            Ok(Some(value)) => {
-                return match self.verify_bearer(value) {
+            Ok(Some(token)) => {
+                return match self.verify_bearer(token) {
                     Ok(token) => Found::Token(token),
                     Err(AuthError::Unavailable) => Found::Refused(Refusal::Unavailable),
                     Err(error @ AuthError::InvalidRequest(_)) => Found::Rejected(error),
@@ -122,8 +125,8 @@ impl JwtAuth {
 
     /// Verifies a bearer token. A cache hit needs no syntax check (only
     /// tokens that passed it got in), so the per-byte check runs on misses.
-    fn verify_bearer(&self, value: &HeaderValue) -> Result<Arc<VerifiedToken>, AuthError> {
-        let token = bearer_token(value)?;
+    #[inline]
+    fn verify_bearer(&self, token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
         let verifier = &self.inner.verifier;
         let verified = match verifier.cached(token) {
             Some(hit) => hit?,
@@ -137,31 +140,58 @@ impl JwtAuth {
         self.check_revocation(self.inner.verifier.verify(token)?)
     }
 
+    #[inline]
     fn check_revocation(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, AuthError> {
         match verified.check(&self.inner.revocations) {
             Check::Clean => Ok(verified),
-            Check::Revoked => Err(AuthError::InvalidToken("The session was revoked")),
+            Check::Revoked => Err(AuthError::REVOKED),
             // Claims changed since it was issued: refresh to get the new ones.
             Check::Stale => Err(AuthError::EXPIRED),
             Check::NotLoaded => Err(AuthError::Unavailable),
         }
     }
 
+    #[inline]
     fn context(&self, outcome: Result<Arc<VerifiedToken>, Refusal>) -> AuthContext {
-        AuthContext { auth: self.clone(), outcome }
+        AuthContext::new(self.clone(), outcome)
     }
 }
 
-/// The request's one `Authorization: Bearer` header, if any. Headers of
-/// other schemes (a proxy's `Basic`, `Negotiate`) are not bearer credentials
-/// and are ignored; two bearer headers are a malformed request.
-fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&HeaderValue>, AuthError> {
-    let mut bearer = headers.get_all(header::AUTHORIZATION).iter().filter(|value| is_bearer(value));
-    let first = bearer.next();
-    if bearer.next().is_some() {
+/// The token of the request's one `Authorization: Bearer` header, if any,
+/// its syntax not checked yet (see [`b64token`]). Headers of other schemes
+/// (a proxy's `Basic`, `Negotiate`) are not bearer credentials and are
+/// ignored; two bearer headers are a malformed request.
+#[inline]
+fn bearer_header(headers: &http::HeaderMap) -> Result<Option<&[u8]>, AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let mut first = None;
+    for value in values.by_ref() {
+        // The common case, `Bearer <token>`, in one comparison.
+        if let Some(token) = simple_bearer(value.as_bytes()) {
+            first = Some(token);
+            break;
+        }
+        if is_bearer(value) {
+            first = Some(bearer_token(value)?);
+            break;
+        }
+    }
+    if first.is_some() && values.any(is_bearer) {
         return Err(AuthError::InvalidRequest("Only one Authorization: Bearer header is allowed"));
     }
     Ok(first)
+}
+
+/// `<token>` of `Bearer <token>` (the scheme in any case, one space), else
+/// `None` (then the general rules decide). Compares the seven bytes as one
+/// word: OR-ing 0x20 lowercases exactly the ASCII letters' capitals, and
+/// maps to a space only a space or a NUL, which header values cannot hold.
+#[inline]
+fn simple_bearer(bytes: &[u8]) -> Option<&[u8]> {
+    let head = bytes.first_chunk::<7>()?;
+    let word = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], 0]);
+    const BEARER: u64 = u64::from_le_bytes(*b"bearer \0");
+    (word | 0x0020_2020_2020_2020 == BEARER && bytes.len() > 7).then(|| &bytes[7..])
 }
 
 /// Whether the header's scheme is `Bearer` (case-insensitive, RFC 7235):
@@ -218,25 +248,41 @@ where
         let auth = &self.auth;
         let refusal = match auth.authenticate(&request) {
             Found::Token(token) => {
+                auth.inner.metrics.request(RequestResult::Authenticated);
+                // Nothing else to do after the handler: no box unless the span is wanted.
+                let extra = request_span(RequestResult::Authenticated, Some(&token))
+                    .map(|span| Extra::new(After::Nothing, span));
                 request.extensions_mut().insert(auth.context(Ok(token)));
-                return ResponseFuture::inner(self.inner.call(request), After::Nothing);
+                return ResponseFuture::inner(self.inner.call(request), extra.flatten());
             }
             Found::Refresh(refresh_token) => {
                 // Only the service that reported ready may be called: keep it
                 // for after the refresh and leave a clone in its place.
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
+                let span = tracing::debug_span!(
+                    "tower_jwt_auth.request",
+                    outcome = Empty,
+                    reason = Empty,
+                    user_id = Empty,
+                    sid = Empty
+                );
                 let auth = auth.clone();
+                let refresh = async move { auth.refresh(&refresh_token).await }.instrument(span.clone());
                 return ResponseFuture {
                     state: State::Refreshing {
-                        refresh: Box::pin(async move { auth.refresh(&refresh_token).await }),
-                        waiting: Some(Box::new(Waiting { request, service, auth: self.auth.clone() })),
+                        refresh: Box::pin(refresh),
+                        waiting: Some(Box::new(Waiting { request, service, auth: self.auth.clone(), span })),
                     },
                 };
             }
             Found::Rejected(error) => {
-                tracing::debug!(reason = %error, "request refused");
-                return ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error), after: None } };
+                let result = RequestResult::Rejected(Reason::of(&error));
+                auth.inner.metrics.request(result);
+                request_span(result, None).unwrap_or_else(Span::none).in_scope(|| {
+                    tracing::debug!(reason = %error, "request refused");
+                });
+                return ResponseFuture::reject(auth.clone(), error, After::Nothing);
             }
             Found::Refused(refusal) => refusal,
         };
@@ -244,14 +290,49 @@ where
             Refusal::SessionEnded(_) => After::ClearCookies(auth.clone()),
             _ => After::Nothing,
         };
+        let reason = refusal.reason();
         if auth.optional {
+            let result = RequestResult::Guest(reason);
+            auth.inner.metrics.request(result);
+            let span = request_span(result, None).unwrap_or_else(Span::none);
             request.extensions_mut().insert(auth.context(Err(refusal)));
-            ResponseFuture::inner(self.inner.call(request), after)
+            ResponseFuture::inner(self.inner.call(request), Extra::new(after, span))
         } else {
+            let result = RequestResult::Rejected(reason);
+            auth.inner.metrics.request(result);
             let error = refusal.error();
-            tracing::debug!(reason = %error, "request not authenticated");
-            ResponseFuture { state: State::Reject { auth: auth.clone(), error: Some(error), after: Some(after) } }
+            request_span(result, None).unwrap_or_else(Span::none).in_scope(|| {
+                tracing::debug!(reason = %error, "request not authenticated");
+            });
+            ResponseFuture::reject(auth.clone(), error, after)
         }
+    }
+}
+
+/// The `tower_jwt_auth.request` span (`debug`): what the layer decided, and
+/// for an authenticated request its user and session. `None` unless `debug`
+/// is enabled for this crate, so the hot path builds no span at all, not
+/// even for `tracing`'s `log` fallback (on whenever axum's default
+/// `tower-log` feature is).
+fn request_span(result: RequestResult, token: Option<&VerifiedToken>) -> Option<Span> {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
+    let span =
+        tracing::debug_span!("tower_jwt_auth.request", outcome = Empty, reason = Empty, user_id = Empty, sid = Empty);
+    if !span.is_disabled() {
+        record_result(&span, result, token);
+    }
+    Some(span)
+}
+
+fn record_result(span: &Span, result: RequestResult, token: Option<&VerifiedToken>) {
+    span.record("outcome", result.result());
+    if let Some(reason) = result.reason() {
+        span.record("reason", reason.as_str());
+    }
+    if let Some(token) = token {
+        span.record("user_id", token.claims.sub.as_str()).record("sid", token.claims.sid.as_str());
     }
 }
 
@@ -264,6 +345,28 @@ enum After {
     SetCookies(Tokens),
     /// The refresh cookie is dead: remove both cookies.
     ClearCookies(JwtAuth),
+}
+
+/// What the inner future needs besides itself, rarely anything: boxed, so
+/// the future of a plain authenticated request stays small (it is moved
+/// several times on the way to the handler).
+struct Extra {
+    after: After,
+    /// Entered while the handler runs.
+    span: Span,
+}
+
+impl Extra {
+    fn new(after: After, span: Span) -> Option<Box<Self>> {
+        (!matches!(after, After::Nothing) || !span.is_disabled()).then(|| Box::new(Self { after, span }))
+    }
+}
+
+/// A rejection answered by the layer itself.
+struct Rejection {
+    auth: JwtAuth,
+    error: AuthError,
+    after: After,
 }
 
 pin_project! {
@@ -286,13 +389,11 @@ pin_project! {
         Inner {
             #[pin]
             future: S::Future,
-            after: After,
+            extra: Option<Box<Extra>>,
         },
-        // The error, not its response: this future stays small.
+        // The error, not its response, boxed: this future stays small.
         Reject {
-            auth: JwtAuth,
-            error: Option<AuthError>,
-            after: Option<After>,
+            rejection: Option<Box<Rejection>>,
         },
     }
 }
@@ -303,11 +404,16 @@ struct Waiting<S, B> {
     /// The inner service that reported ready.
     service: S,
     auth: JwtAuth,
+    span: Span,
 }
 
 impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
-    fn inner(future: S::Future, after: After) -> Self {
-        Self { state: State::Inner { future, after } }
+    fn inner(future: S::Future, extra: Option<Box<Extra>>) -> Self {
+        Self { state: State::Inner { future, extra } }
+    }
+
+    fn reject(auth: JwtAuth, error: AuthError, after: After) -> Self {
+        Self { state: State::Reject { rejection: Some(Box::new(Rejection { auth, error, after })) } }
     }
 }
 
@@ -324,7 +430,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Refreshing { refresh, waiting } => {
                     let outcome = ready!(refresh.as_mut().poll(cx));
-                    let Waiting { mut request, mut service, auth } =
+                    let Waiting { mut request, mut service, auth, span } =
                         *waiting.take().expect("ResponseFuture polled after completion");
                     let auth = &auth;
                     let (outcome, after) = match outcome {
@@ -334,10 +440,19 @@ where
                         }
                         Err(AuthError::Unavailable) => (Err(Refusal::Unavailable), After::Nothing),
                         Err(error) => {
-                            tracing::debug!(reason = %error, "transparent refresh refused: the session is over");
+                            span.in_scope(|| {
+                                tracing::debug!(reason = %error, "transparent refresh refused: the session is over");
+                            });
                             (Err(Refusal::SessionEnded(as_resource_error(error))), After::ClearCookies(auth.clone()))
                         }
                     };
+                    let result = match &outcome {
+                        Ok(_) => RequestResult::Authenticated,
+                        Err(refusal) if auth.optional => RequestResult::Guest(refusal.reason()),
+                        Err(refusal) => RequestResult::Rejected(refusal.reason()),
+                    };
+                    auth.inner.metrics.request(result);
+                    record_result(&span, result, outcome.as_ref().ok().map(|token| &**token));
                     match outcome {
                         Err(refusal) if !auth.optional => {
                             let mut response = auth.reject(refusal.error());
@@ -346,22 +461,30 @@ where
                         }
                         outcome => {
                             request.extensions_mut().insert(auth.context(outcome));
-                            let future = service.call(request);
-                            this.state.set(State::Inner { future, after });
+                            let future = span.in_scope(|| service.call(request));
+                            this.state.set(State::Inner { future, extra: Extra::new(after, span) });
                         }
                     }
                 }
-                StateProj::Inner { future, after } => {
-                    let mut response = ready!(future.poll(cx))?.into_response();
-                    apply(&mut response, std::mem::replace(after, After::Nothing));
+                StateProj::Inner { future, extra } => {
+                    let response = match extra.as_deref() {
+                        None => ready!(future.poll(cx))?.into_response(),
+                        Some(extra) => {
+                            let _entered = extra.span.enter();
+                            ready!(future.poll(cx))?.into_response()
+                        }
+                    };
+                    let mut response = response;
+                    if let Some(extra) = extra.take() {
+                        apply(&mut response, extra.after);
+                    }
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Reject { auth, error, after } => {
-                    let error = error.take().expect("ResponseFuture polled after completion");
+                StateProj::Reject { rejection } => {
+                    let Rejection { auth, error, after } =
+                        *rejection.take().expect("ResponseFuture polled after completion");
                     let mut response = auth.reject(error);
-                    if let Some(after) = after.take() {
-                        apply(&mut response, after);
-                    }
+                    apply(&mut response, after);
                     return Poll::Ready(Ok(response));
                 }
             }
@@ -399,12 +522,50 @@ mod tests {
         headers.append(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwdw=="));
         assert_eq!(bearer_header(&headers).unwrap(), None, "another scheme is no credential");
         headers.append(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
-        assert_eq!(bearer_header(&headers).unwrap().unwrap(), "bearer abc");
+        assert_eq!(bearer_header(&headers).unwrap().unwrap(), b"abc");
         headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer def"));
         assert!(bearer_header(&headers).is_err(), "two bearer headers");
         for not_bearer in ["Bearerx abc", "Negotiate abc", "", "Token abc"] {
             assert!(!is_bearer(&HeaderValue::from_static(not_bearer)), "{not_bearer:?}");
         }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_rules() {
+        for value in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "bEaReR a",
+            "Bearer  abc",
+            "Bearer",
+            "Bearer ",
+            "Bearerx abc",
+            "Bearer,abc",
+            "Bearer\tabc",
+            "Beare abc",
+            "Basic abc",
+            "Cearer abc",
+            "Bearer=abc",
+            "@EARER abc",
+        ] {
+            let value = HeaderValue::from_str(value).unwrap();
+            if let Some(token) = simple_bearer(value.as_bytes()) {
+                assert!(is_bearer(&value), "{value:?}");
+                assert_eq!(bearer_token(&value), Ok(token), "{value:?}");
+            } else {
+                assert!(
+                    value.as_bytes().len() <= 7 || !value.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "),
+                    "{value:?}"
+                );
+            }
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(bearer_header(&headers).unwrap(), Some(&b"abc"[..]));
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("bearer,x"));
+        assert!(bearer_header(&headers).is_err(), "a second (malformed) bearer header");
     }
 
     #[test]

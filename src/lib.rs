@@ -18,11 +18,13 @@ mod config;
 mod cookies;
 mod csrf;
 mod error;
+mod events;
 mod extract;
 mod flight;
 pub mod guard;
 mod keys;
 mod layer;
+pub mod metrics;
 mod random;
 mod refresh_token;
 #[cfg(feature = "remote-keys")]
@@ -43,6 +45,7 @@ pub use client_info::ClientInfo;
 pub use config::{ConfigError, JwtAuth, JwtAuthBuilder};
 pub use cookie::SameSite;
 pub use error::AuthError;
+pub use events::{RevocationCause, SecurityEvent};
 pub use extract::{AuthRejection, Authentication, Claims, NoClaims, Session};
 /// JSON Web Keys (RFC 7517), from jsonwebtoken: a [`jwk::Jwk`] builds a
 /// [`VerifyingKey::from_jwk`], and [`JwtAuth::jwks`] answers a [`jwk::JwkSet`].

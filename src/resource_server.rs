@@ -245,6 +245,8 @@ impl ResourceServerBuilder {
             leeway_secs: self.leeway.as_secs(),
             _revocation_source: self.revocations,
             refresh_path: String::new(),
+            metrics: crate::metrics::Metrics::new(),
+            events: crate::events::Events::default(),
         };
         Ok(JwtAuth { inner: Arc::new(inner), optional: false })
     }

@@ -7,8 +7,10 @@
 //! ```text
 //! cargo run --example demo                      # embedded store, port 3000
 //! REDIS_URL=redis://127.0.0.1:6379 JWT_SECRET=… PORT=8080 cargo run --example demo
+//! METRICS_PORT=9000 cargo run --example demo    # Prometheus text at http://127.0.0.1:9000/metrics
 //! ```
 
+mod metrics;
 mod settings;
 mod users;
 
@@ -201,6 +203,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
+    // Before the layer is built: it registers its series with this recorder.
+    let metrics_port: Option<u16> = match settings::var("METRICS_PORT") {
+        Some(port) => Some(port.parse().map_err(|_| format!("METRICS_PORT={port}: expected a port number"))?),
+        None => None,
+    };
+    let metrics = metrics_port.map(|_| metrics::install()).transpose()?;
+
     let secret = match settings::var("JWT_SECRET") {
         Some(secret) => secret.into_bytes(),
         None => {
@@ -255,6 +264,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!("revocations not loaded yet: token-bearing requests answer 503 until they are");
     }
 
+    if let (Some(handle), Some(port)) = (metrics, metrics_port) {
+        metrics::serve(handle, port).await?;
+    }
     let port: u16 = settings::var("PORT").and_then(|v| v.parse().ok()).unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);

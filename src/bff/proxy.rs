@@ -77,12 +77,12 @@ impl Shared {
         let Some(context) = parts.extensions.remove::<AuthContext>() else {
             return self.unlayered();
         };
-        let auth = context.auth;
         // Optional mode lets unauthenticated requests through: not here.
-        let session = match context.outcome {
-            Ok(session) => session,
-            Err(refusal) => return auth.reject(refusal.error()),
+        let session = match context.outcome() {
+            Ok(session) => session.clone(),
+            Err(refusal) => return context.auth.reject(refusal.error()),
         };
+        let auth = context.auth;
         let uri = match self.upstream.target(&parts.uri) {
             Ok(uri) => uri,
             Err(bad) => {

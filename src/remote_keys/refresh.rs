@@ -175,8 +175,11 @@ fn record(shared: &Shared, schedule: &mut Schedule, started: Instant, result: Re
             fetches.fetched_at = Some(now);
             fetches.usable_until = schedule.usable_until;
             fetches.consecutive_failures = 0;
+            let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            crate::metrics::jwks_fetched(Some(unix.as_secs_f64()));
         }
         Err(error) => {
+            crate::metrics::jwks_fetched(None);
             schedule.failing = true;
             fetches.failures += 1;
             fetches.consecutive_failures += 1;
@@ -201,6 +204,7 @@ fn drop_keys(shared: &Shared, schedule: &mut Schedule) {
     );
     shared.keys.store(Arc::new(HeldKeys::default()));
     shared.ready.send_replace(false);
+    crate::metrics::jwks_dropped();
     schedule.usable_until = None;
     schedule.refresh_at = None;
     let mut fetches = shared.fetches.lock().unwrap_or_else(|p| p.into_inner());

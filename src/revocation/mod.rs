@@ -21,13 +21,13 @@ use std::{
     hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
     sync::{
         PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 pub(crate) use wire::Revocation;
 
-use crate::clock::now_ms;
+use crate::{clock::now_ms, metrics::ListMetrics};
 
 /// Shards of each table: writers (revocations, sweeps) lock one shard, so a
 /// reader on another never waits.
@@ -73,16 +73,21 @@ impl<V> Default for Shard<V> {
 }
 
 /// One sharded table of fingerprints.
-struct Shards<V>([RwLock<Shard<V>>; SHARDS]);
+struct Shards<V> {
+    shards: [RwLock<Shard<V>>; SHARDS],
+    /// Entries in all shards, for the gauge of [`metrics`](crate::metrics)
+    /// without taking every shard's lock at each insert.
+    entries: AtomicUsize,
+}
 
 impl<V: Copy> Shards<V> {
     fn new() -> Self {
-        Self(std::array::from_fn(|_| RwLock::default()))
+        Self { shards: std::array::from_fn(|_| RwLock::default()), entries: AtomicUsize::new(0) }
     }
 
     fn shard(&self, key: &Fingerprint) -> &RwLock<Shard<V>> {
         // The table hashes with the first 8 bytes; shard on the last 4.
-        &self.0[key[8] as usize % SHARDS]
+        &self.shards[key[8] as usize % SHARDS]
     }
 
     fn get(&self, key: &Fingerprint) -> Option<V> {
@@ -92,20 +97,28 @@ impl<V: Copy> Shards<V> {
     /// Inserts or merges, then sweeps the shard when it is due.
     fn upsert(&self, key: Fingerprint, value: V, merge: impl Fn(V, V) -> V, live: impl Fn(&V) -> bool) {
         let mut shard = self.shard(&key).write().unwrap_or_else(PoisonError::into_inner);
+        let before = shard.entries.len();
         shard.entries.entry(key).and_modify(|old| *old = merge(*old, value)).or_insert(value);
         shard.inserts_since_sweep += 1;
         if shard.inserts_since_sweep >= shard.entries.len().max(MIN_SWEEP_INTERVAL) {
             shard.inserts_since_sweep = 0;
             shard.entries.retain(|_, value| live(value));
         }
+        let after = shard.entries.len();
+        // Under the shard's lock, so the sum never goes below zero.
+        if after >= before {
+            self.entries.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.entries.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     fn len(&self) -> usize {
-        self.0.iter().map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner).entries.len()).sum()
+        self.entries.load(Ordering::Relaxed)
     }
 
     fn reserve(&self, additional: usize) {
-        for shard in &self.0 {
+        for shard in &self.shards {
             shard.write().unwrap_or_else(PoisonError::into_inner).entries.reserve(additional / SHARDS + 1);
         }
     }
@@ -148,6 +161,7 @@ pub struct RevocationList {
     /// Bumped after every insert, so a token found clean at generation `g`
     /// is still clean while it is `g`. 0 until [`mark_loaded`](Self::mark_loaded).
     generation: AtomicU64,
+    metrics: ListMetrics,
 }
 
 impl std::fmt::Debug for RevocationList {
@@ -173,13 +187,15 @@ fn until_secs(until_ms: u64) -> u32 {
 }
 
 impl RevocationList {
-    /// An empty list, not loaded yet.
+    /// An empty list, not loaded yet. Its gauges (see
+    /// [`metrics`](crate::metrics)) go to the recorder installed now.
     pub fn new() -> Self {
         Self {
             sessions: Shards::new(),
             users: Shards::new(),
             keys: [RandomState::new(), RandomState::new()],
             generation: AtomicU64::new(0),
+            metrics: ListMetrics::new(),
         }
     }
 
@@ -219,8 +235,10 @@ impl RevocationList {
         }
     }
 
-    /// After the insert, so a reader that sees the new generation also sees the entry.
+    /// After the insert, so a reader that sees the new generation also sees
+    /// the entry; updates the gauges.
     fn bump(&self) {
+        self.metrics.entries(self.sessions.len(), self.users.len());
         // Stays 0 (not loaded) until marked loaded.
         let _ = self.generation.fetch_update(Ordering::Release, Ordering::Acquire, |g| (g != 0).then(|| g + 1));
     }

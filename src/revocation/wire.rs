@@ -4,10 +4,12 @@
 //!
 //! | kind | message | member |
 //! |---|---|---|
-//! | session revoked | `s:<until_ms>:<sid>` | `s:<sid>` |
-//! | user's tokens before an instant stale | `u:<until_ms>:<before_ms>:<user_id>` | `u:<before_ms>:<user_id>` |
+//! | session revoked | `s:<until_ms>:<published_ms>:<sid>` | `s:<sid>` |
+//! | user's tokens before an instant stale | `u:<until_ms>:<published_ms>:<before_ms>:<user_id>` | `u:<before_ms>:<user_id>` |
 //!
-//! Ids come last, so they may contain `:`.
+//! Ids come last, so they may contain `:`. `published_ms` is when the
+//! publishing instance sent it, for the propagation lag of
+//! [`metrics`](crate::metrics).
 
 /// One revocation, as published and stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,25 +21,30 @@ pub(crate) enum Revocation {
 }
 
 impl Revocation {
-    /// The pub/sub message.
-    pub(crate) fn message(&self) -> String {
+    /// The pub/sub message, published at `published_ms`.
+    pub(crate) fn message(&self, published_ms: u64) -> String {
         match self {
-            Self::Session { sid, until_ms } => format!("s:{until_ms}:{sid}"),
-            Self::User { user_id, before_ms, until_ms } => format!("u:{until_ms}:{before_ms}:{user_id}"),
+            Self::Session { sid, until_ms } => format!("s:{until_ms}:{published_ms}:{sid}"),
+            Self::User { user_id, before_ms, until_ms } => {
+                format!("u:{until_ms}:{published_ms}:{before_ms}:{user_id}")
+            }
         }
     }
 
-    /// Parses a pub/sub message; `None` for anything else.
-    pub(crate) fn parse_message(payload: &[u8]) -> Option<Self> {
+    /// Parses a pub/sub message into the revocation and when it was
+    /// published; `None` for anything else.
+    pub(crate) fn parse_message(payload: &[u8]) -> Option<(Self, u64)> {
         let text = std::str::from_utf8(payload).ok()?;
         let (kind, rest) = text.split_once(':')?;
         let (until, rest) = rest.split_once(':')?;
-        let until_ms = until.parse().ok()?;
-        match kind {
-            "s" if !rest.is_empty() => Some(Self::Session { sid: rest.to_owned(), until_ms }),
-            "u" => Self::user(rest, until_ms),
-            _ => None,
-        }
+        let (published, rest) = rest.split_once(':')?;
+        let (until_ms, published_ms) = (until.parse().ok()?, published.parse().ok()?);
+        let revocation = match kind {
+            "s" if !rest.is_empty() => Self::Session { sid: rest.to_owned(), until_ms },
+            "u" => Self::user(rest, until_ms)?,
+            _ => return None,
+        };
+        Some((revocation, published_ms))
     }
 
     /// The sorted-set member (its score is `until_ms`).
@@ -89,11 +96,25 @@ mod tests {
             Revocation::Session { sid: "a:b".into(), until_ms: 1_700_000_000_000 },
             Revocation::User { user_id: "mail:x@y".into(), before_ms: 1_699_999_999_999, until_ms: 1_700_000_000_000 },
         ] {
-            assert_eq!(Revocation::parse_message(revocation.message().as_bytes()), Some(revocation.clone()));
+            let published = 1_699_999_999_000;
+            let message = revocation.message(published);
+            assert_eq!(Revocation::parse_message(message.as_bytes()), Some((revocation.clone(), published)));
             let until = revocation.until_ms();
             assert_eq!(Revocation::parse_member(revocation.member().as_bytes(), until), Some(revocation));
         }
-        for junk in ["", "s", "s:1", "s:x:sid", "s:1:", "u:1:2", "u:1:x:u", "q:1:s", "1700000000000:sid"] {
+        for junk in [
+            "",
+            "s",
+            "s:1",
+            "s:1:2",
+            "s:x:2:sid",
+            "s:1:x:sid",
+            "s:1:2:",
+            "u:1:2:3",
+            "u:1:2:x:u",
+            "q:1:2:s",
+            "1700000000000:sid",
+        ] {
             assert_eq!(Revocation::parse_message(junk.as_bytes()), None, "{junk:?}");
         }
         assert_eq!(parse_score(b"1700000000000"), Some(1_700_000_000_000));

@@ -13,6 +13,7 @@ use self::health::StoreHealth;
 use crate::{
     config::JwtAuth,
     flight::Flights,
+    metrics::StoreMetrics,
     refresh_token::RefreshKey,
     revocation::RevocationList,
     store::{SessionPolicy, SessionRecord, SessionStore},
@@ -63,6 +64,7 @@ pub(crate) struct Sessions {
     /// Rotations in progress or just done, by session.
     flights: Flights,
     health: StoreHealth,
+    metrics: StoreMetrics,
 }
 
 impl Sessions {
@@ -72,6 +74,7 @@ impl Sessions {
         key: RefreshKey,
         revocations: Arc<RevocationList>,
         reload_claims: Option<ClaimsReloader>,
+        metrics: StoreMetrics,
     ) -> Self {
         Self {
             flights: Flights::new(policy.grace),
@@ -81,6 +84,7 @@ impl Sessions {
             revocations,
             reload_claims,
             health: StoreHealth::default(),
+            metrics,
         }
     }
 

@@ -3,9 +3,13 @@
 //! the store), re-authenticate, make a user's tokens stale, log out one,
 //! all or all other sessions, and list them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
+use tracing::{Instrument, Span, field::Empty};
 
 use super::{Refreshed, SessionInfo, Sessions, Tokens};
 use crate::{
@@ -13,19 +17,54 @@ use crate::{
     clock::now_ms,
     config::JwtAuth,
     error::AuthError,
+    events::{RevocationCause, SecurityEvent},
+    metrics::{Cause, Operation, RefreshOutcome},
     refresh_token::RefreshToken,
     store::{NewSession, RotateOutcome, SessionRecord, StoreError},
     token::{IssueSpec, custom_claims_json},
 };
+
+/// A refresh token whose tag does not verify.
+const INVALID: AuthError = AuthError::InvalidGrant("The refresh token is invalid");
+/// A refresh token of a session this instance knows is revoked.
+const REVOKED: AuthError = AuthError::InvalidGrant("The session was revoked");
+/// A refresh token reused outside the grace window.
+const THEFT: AuthError = AuthError::InvalidGrant("The refresh token was already used; the session is revoked");
+/// A refresh token of an unknown, expired or revoked session.
+const NOT_FOUND: AuthError = AuthError::InvalidGrant("The refresh token is expired or revoked");
+/// `reload_claims` answered `None`.
+const DENIED: AuthError = AuthError::InvalidGrant("The user can no longer sign in");
+
+/// What a refresh that joined another request's rotation of the same token
+/// (single flight) amounts to.
+fn joined(result: &Result<Arc<Refreshed>, AuthError>) -> RefreshOutcome {
+    match result {
+        Ok(_) => RefreshOutcome::Replayed,
+        Err(AuthError::Unavailable) => RefreshOutcome::Unavailable,
+        Err(error) if *error == THEFT => RefreshOutcome::ReuseRevoked,
+        Err(error) if *error == DENIED => RefreshOutcome::Denied,
+        Err(_) => RefreshOutcome::NotFound,
+    }
+}
 
 /// Longest user id a session can have (refresh tokens carry it, and are
 /// capped at 1 KiB).
 const MAX_USER_ID: usize = 512;
 
 impl Sessions {
-    /// Runs a store call, noting the store's health (logged once per outage).
-    async fn call<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, AuthError> {
-        Ok(self.health.note(call.await)?)
+    /// Runs a store call in a `tower_jwt_auth.store` span, timed and
+    /// counted, noting the store's health (logged once per outage).
+    async fn call<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, AuthError> {
+        let span = tracing::info_span!("tower_jwt_auth.store", operation = operation.as_str(), outcome = Empty);
+        let started = Instant::now();
+        let result = call.instrument(span.clone()).await;
+        self.metrics.call(operation, result.is_ok(), started.elapsed());
+        span.record("outcome", if result.is_ok() { "ok" } else { "error" });
+        Ok(self.health.note(result)?)
     }
 
     /// Marks sessions revoked on this instance at once (stores also tell
@@ -39,6 +78,31 @@ impl Sessions {
 }
 
 impl JwtAuth {
+    /// Counts, logs (at `warn`: security events) and reports sessions of
+    /// `user_id` that were just revoked.
+    fn revoked(&self, user_id: &str, sids: &[String], cause: RevocationCause) {
+        self.inner.metrics.revoked(cause.metric(), sids.len());
+        let reason = match cause {
+            RevocationCause::Logout => "logged out",
+            RevocationCause::LogoutAll => "logged out everywhere",
+            RevocationCause::LogoutOthers => "signed out from another device",
+            RevocationCause::Revoke => "revoked by the application or the user",
+            RevocationCause::Cap => "session cap reached: the oldest session goes",
+            RevocationCause::Theft => "refresh token reused outside the grace window",
+        };
+        for sid in sids {
+            tracing::warn!(user_id, sid = %sid, cause = cause.as_str(), reason, "security: session revoked");
+            self.inner.events.emit(|| {
+                let (user_id, session_id) = (user_id.to_owned(), sid.clone());
+                match cause {
+                    RevocationCause::Theft => SecurityEvent::ReuseDetected { user_id, session_id },
+                    RevocationCause::Cap => SecurityEvent::SessionEvicted { user_id, session_id },
+                    cause => SecurityEvent::SessionRevoked { user_id, session_id, cause },
+                }
+            });
+        }
+    }
+
     fn sessions(&self) -> Result<&Sessions, AuthError> {
         self.inner.sessions.as_ref().ok_or(AuthError::Misconfigured(
             "this layer only verifies tokens: sessions need a JwtAuth built with JwtAuth::builder()",
@@ -140,12 +204,10 @@ impl JwtAuth {
             now_ms: now,
         };
         let policy = &sessions.policy;
-        let evicted = sessions.call(sessions.store.create(new, policy)).await?;
+        let evicted = sessions.call(Operation::Create, sessions.store.create(new, policy)).await?;
         if !evicted.is_empty() {
             sessions.forget(&evicted);
-            for evicted in &evicted {
-                tracing::warn!(user_id, sid = %evicted, reason = "session cap reached", "security: oldest session revoked");
-            }
+            self.revoked(user_id, &evicted, RevocationCause::Cap);
         }
         let idle_end = now.saturating_add(policy.idle_ttl.as_millis() as u64);
         let absolute_end = now.saturating_add(policy.absolute_ttl.as_millis() as u64);
@@ -164,6 +226,8 @@ impl JwtAuth {
             absolute_expires_at_ms: absolute_end,
         };
         tracing::debug!(user_id, sid = %record.sid, "session created");
+        let (user, session) = (&record.user_id, &record.sid);
+        self.inner.events.emit(|| SecurityEvent::Login { user_id: user.clone(), session_id: session.clone() });
         self.issue(&record, &record.claims, now).map(|refreshed| Tokens { auth: self.clone(), refreshed })
     }
 
@@ -191,21 +255,53 @@ impl JwtAuth {
     /// one result; within the grace window a just-rotated token yields the
     /// same successor; a token one ahead of the store (a lost write) is
     /// accepted; any other reuse revokes the session.
+    ///
+    /// Runs in a `tower_jwt_auth.refresh` span (fields `user_id`, `sid`,
+    /// `outcome`) and counts one `tower_jwt_auth_refresh_total{outcome}`.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, AuthError> {
         let sessions = self.sessions()?;
-        let presented =
-            sessions.key.decode(refresh_token).ok_or(AuthError::InvalidGrant("The refresh token is invalid"))?;
-        if sessions.revocations.is_revoked(&presented.sid) {
-            return Err(AuthError::InvalidGrant("The session was revoked"));
-        }
-        let result = sessions.flights.run(&presented, || self.rotate(&presented)).await;
+        let span = tracing::info_span!("tower_jwt_auth.refresh", user_id = Empty, sid = Empty, outcome = Empty);
+        let (outcome, result) = self.refresh_in_span(sessions, refresh_token, &span).instrument(span.clone()).await;
+        span.record("outcome", outcome.as_str());
+        self.inner.metrics.refresh(outcome);
         result.map(|refreshed| Tokens { auth: self.clone(), refreshed })
+    }
+
+    async fn refresh_in_span(
+        &self,
+        sessions: &Sessions,
+        refresh_token: &str,
+        span: &Span,
+    ) -> (RefreshOutcome, Result<Arc<Refreshed>, AuthError>) {
+        let Some(presented) = sessions.key.decode(refresh_token) else {
+            tracing::debug!(outcome = "invalid", "a refresh token whose tag does not verify");
+            return (RefreshOutcome::Invalid, Err(INVALID));
+        };
+        span.record("user_id", presented.user_id.as_str()).record("sid", presented.sid.as_str());
+        if sessions.revocations.is_revoked(&presented.sid) {
+            tracing::debug!(outcome = "not_found", "refresh of a revoked session");
+            return (RefreshOutcome::NotFound, Err(REVOKED));
+        }
+        // Set only by the request that runs the rotation; the others joined it.
+        let mut ran = None;
+        let result = sessions
+            .flights
+            .run(&presented, || async {
+                let (outcome, result) = self.rotate(&presented).await;
+                ran = Some(outcome);
+                result
+            })
+            .await;
+        (ran.unwrap_or_else(|| joined(&result)), result)
     }
 
     /// Reloads the claims (when configured), then one store call for a
     /// presented refresh token, then the new tokens.
-    async fn rotate(&self, presented: &RefreshToken) -> Result<Arc<Refreshed>, AuthError> {
-        let sessions = self.sessions()?;
+    async fn rotate(&self, presented: &RefreshToken) -> (RefreshOutcome, Result<Arc<Refreshed>, AuthError>) {
+        let sessions = match self.sessions() {
+            Ok(sessions) => sessions,
+            Err(error) => return (RefreshOutcome::Unavailable, Err(error)),
+        };
         let (user_id, sid) = (&presented.user_id, &presented.sid);
         // Before the store call: a failure here leaves the store as it was,
         // so the client's token keeps working.
@@ -214,53 +310,56 @@ impl JwtAuth {
             Some(reload) => match (reload.0)(user_id.clone()).await {
                 Ok(Some(claims)) => Some(claims),
                 Ok(None) => {
-                    let _ = self.revoke_session(user_id, sid).await;
-                    return Err(AuthError::InvalidGrant("The user can no longer sign in"));
+                    let _ = self.revoke_session_because(user_id, sid, RevocationCause::Revoke).await;
+                    return (RefreshOutcome::Denied, Err(DENIED));
                 }
                 Err(error) => {
                     tracing::warn!(%error, user_id, "reloading claims failed");
-                    return Err(AuthError::Unavailable);
+                    return (RefreshOutcome::Unavailable, Err(AuthError::Unavailable));
                 }
             },
         };
         let now = now_ms();
-        let outcome =
-            sessions.call(sessions.store.rotate(user_id, sid, presented.counter, now, &sessions.policy)).await?;
-        let record = match outcome {
-            RotateOutcome::Rotated(record) => {
-                tracing::debug!(user_id, sid, outcome = "rotated", "refresh token rotated");
-                record
+        let rotated = sessions
+            .call(Operation::Rotate, sessions.store.rotate(user_id, sid, presented.counter, now, &sessions.policy))
+            .await;
+        let (outcome, record) = match rotated {
+            Err(error) => return (RefreshOutcome::Unavailable, Err(error)),
+            Ok(RotateOutcome::Rotated(record)) => {
+                tracing::debug!(outcome = "rotated", "refresh token rotated");
+                (RefreshOutcome::Rotated, record)
             }
-            RotateOutcome::Replayed(record) => {
-                tracing::debug!(user_id, sid, outcome = "replayed", "refresh token replayed within the grace window");
-                record
+            Ok(RotateOutcome::Replayed(record)) => {
+                tracing::debug!(outcome = "replayed", "refresh token replayed within the grace window");
+                (RefreshOutcome::Replayed, record)
             }
-            RotateOutcome::FastForwarded(record) => {
+            Ok(RotateOutcome::FastForwarded(record)) => {
                 tracing::warn!(
                     user_id,
                     sid,
                     outcome = "rotated",
                     "the session store had lost this session's last rotation (failover?): caught up"
                 );
-                record
+                (RefreshOutcome::Rotated, record)
             }
-            RotateOutcome::Theft { user_id, sid } => {
-                tracing::warn!(
-                    user_id,
-                    sid,
-                    reason = "refresh token reused outside the grace window",
-                    "security: session revoked"
-                );
+            Ok(RotateOutcome::Theft { user_id, sid }) => {
                 sessions.forget(std::slice::from_ref(&sid));
-                return Err(AuthError::InvalidGrant("The refresh token was already used; the session is revoked"));
+                self.revoked(&user_id, &[sid], RevocationCause::Theft);
+                return (RefreshOutcome::ReuseRevoked, Err(THEFT));
             }
-            RotateOutcome::NotFound => {
-                tracing::debug!(user_id, sid, outcome = "not_found", "refresh of an unknown or ended session");
-                return Err(AuthError::InvalidGrant("The refresh token is expired or revoked"));
+            Ok(RotateOutcome::NotFound) => {
+                tracing::debug!(outcome = "not_found", "refresh of an unknown or ended session");
+                return (RefreshOutcome::NotFound, Err(NOT_FOUND));
             }
         };
+        if outcome == RefreshOutcome::Rotated {
+            self.inner.events.emit(|| SecurityEvent::Refresh { user_id: user_id.clone(), session_id: sid.clone() });
+        }
         let claims = reloaded.as_deref().unwrap_or(&record.claims);
-        self.issue(&record, claims, now)
+        match self.issue(&record, claims, now) {
+            Ok(refreshed) => (outcome, Ok(refreshed)),
+            Err(error) => (RefreshOutcome::Unavailable, Err(error)),
+        }
     }
 
     /// Marks the session `sid` of `user_id` as freshly authenticated, after
@@ -288,7 +387,7 @@ impl JwtAuth {
         let sessions = self.sessions()?;
         let now = now_ms();
         let record = sessions
-            .call(sessions.store.reauthenticate(user_id, sid, now, &sessions.policy))
+            .call(Operation::Reauthenticate, sessions.store.reauthenticate(user_id, sid, now, &sessions.policy))
             .await?
             .ok_or(AuthError::InvalidToken("The session has ended"))?;
         let claims = match &sessions.reload_claims {
@@ -313,8 +412,12 @@ impl JwtAuth {
     pub async fn invalidate_access_tokens(&self, user_id: &str) -> Result<(), AuthError> {
         let sessions = self.sessions()?;
         let now = now_ms();
-        sessions.call(sessions.store.invalidate_tokens(user_id, now, &sessions.policy)).await?;
-        tracing::info!(user_id, "access tokens issued before now made stale");
+        sessions
+            .call(Operation::InvalidateTokens, sessions.store.invalidate_tokens(user_id, now, &sessions.policy))
+            .await?;
+        self.inner.metrics.revoked(Cause::Bump, 1);
+        tracing::info!(user_id, cause = "bump", "access tokens issued before now made stale");
+        self.inner.events.emit(|| SecurityEvent::TokensInvalidated { user_id: user_id.to_owned() });
         Ok(())
     }
 
@@ -322,10 +425,21 @@ impl JwtAuth {
     /// access tokens on every instance. `NotFound` when the user has no such
     /// live session (another user's id included).
     pub async fn revoke_session(&self, user_id: &str, sid: &str) -> Result<(), AuthError> {
+        self.revoke_session_because(user_id, sid, RevocationCause::Revoke).await
+    }
+
+    /// [`revoke_session`](Self::revoke_session), counted and reported with `cause`.
+    pub(crate) async fn revoke_session_because(
+        &self,
+        user_id: &str,
+        sid: &str,
+        cause: RevocationCause,
+    ) -> Result<(), AuthError> {
         let sessions = self.sessions()?;
-        if sessions.call(sessions.store.revoke(user_id, sid, now_ms(), &sessions.policy)).await? {
-            sessions.forget(&[sid.to_owned()]);
-            tracing::info!(user_id, sid, "session revoked");
+        if sessions.call(Operation::Revoke, sessions.store.revoke(user_id, sid, now_ms(), &sessions.policy)).await? {
+            let sid = [sid.to_owned()];
+            sessions.forget(&sid);
+            self.revoked(user_id, &sid, cause);
             Ok(())
         } else {
             Err(AuthError::NotFound("No such session"))
@@ -345,9 +459,11 @@ impl JwtAuth {
 
     async fn revoke_sessions_except(&self, user_id: &str, except: Option<&str>) -> Result<usize, AuthError> {
         let sessions = self.sessions()?;
-        let revoked = sessions.call(sessions.store.revoke_all(user_id, except, now_ms(), &sessions.policy)).await?;
+        let call = sessions.store.revoke_all(user_id, except, now_ms(), &sessions.policy);
+        let revoked = sessions.call(Operation::RevokeAll, call).await?;
         sessions.forget(&revoked);
-        tracing::info!(user_id, sessions = revoked.len(), kept = except.is_some(), "sessions revoked");
+        let cause = if except.is_some() { RevocationCause::LogoutOthers } else { RevocationCause::LogoutAll };
+        self.revoked(user_id, &revoked, cause);
         Ok(revoked.len())
     }
 
@@ -355,7 +471,7 @@ impl JwtAuth {
     /// marks the caller's own.
     pub async fn list_sessions(&self, user_id: &str, current_sid: Option<&str>) -> Result<Vec<SessionInfo>, AuthError> {
         let sessions = self.sessions()?;
-        let records = sessions.call(sessions.store.list(user_id, now_ms())).await?;
+        let records = sessions.call(Operation::List, sessions.store.list(user_id, now_ms())).await?;
         Ok(records.into_iter().map(|record| SessionInfo::new(record, current_sid)).collect())
     }
 }

@@ -75,6 +75,7 @@ impl VerifiedToken {
 
     /// Checks the token against the revocation list, looking it up only
     /// when something was revoked since the last look.
+    #[inline]
     pub(crate) fn check(&self, revocations: &RevocationList) -> Check {
         let generation = revocations.generation();
         if generation != 0 && self.clean_at.load(Ordering::Relaxed) == generation {

@@ -87,6 +87,7 @@ impl Verifier {
     }
 
     /// A token verified before, its times checked again; `None` on a miss.
+    #[inline]
     pub(crate) fn cached(&self, token: &[u8]) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
         let hit = self.cache.get(token)?;
         // The coarse clock can lag a few milliseconds: near the expiry
@@ -115,6 +116,7 @@ impl Verifier {
 
     /// `exp` and `nbf` (RFC 7519: refused *on or after* `exp`, before `nbf`),
     /// each with the leeway.
+    #[inline]
     fn check_times(&self, claims: &RegisteredClaims, now: u64) -> Result<(), AuthError> {
         if now >= claims.exp.saturating_add(self.leeway_secs) {
             return Err(AuthError::EXPIRED);

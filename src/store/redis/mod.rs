@@ -311,9 +311,10 @@ impl RedisStore {
         run(&self.inner.conn, script, key.as_bytes(), cmd).await
     }
 
-    /// The prefix of the revocation message of a session revoked now.
+    /// The prefix of the revocation message of a session revoked (and
+    /// published) now: `s:<until_ms>:<published_ms>:` (see `revocation::wire`).
     fn message_prefix(now_ms: u64, policy: &SessionPolicy) -> String {
-        format!("s:{}:", now_ms.saturating_add(ms(policy.revocation_ttl)))
+        format!("s:{}:{now_ms}:", now_ms.saturating_add(ms(policy.revocation_ttl)))
     }
 
     /// Records revocations a script already published: into the lists
@@ -350,9 +351,10 @@ impl RedisStore {
         let script = &self.inner.scripts.record_revoked;
         let key = &self.prefix.revoked;
         let mut cmd = script.call(key, key.len(), 2 + 3 * revocations.len(), 64 * revocations.len());
-        cmd.arg(now_ms()).arg(key);
+        let now = now_ms();
+        cmd.arg(now).arg(key);
         for revocation in revocations {
-            cmd.arg(revocation.until_ms()).arg(revocation.member()).arg(revocation.message());
+            cmd.arg(revocation.until_ms()).arg(revocation.member()).arg(revocation.message(now));
         }
         run::<()>(&self.inner.conn, script, key.as_bytes(), &cmd).await.result
     }

@@ -293,12 +293,13 @@ impl Subscriber {
     }
 }
 
-/// Applies a published revocation.
+/// Applies a published revocation, and notes how long it took to get here.
 fn relay(list: &RevocationList, push: &PushInfo) {
     if push.kind == PushKind::Message
         && let Some(Value::BulkString(payload)) = push.data.get(1)
-        && let Some(revocation) = Revocation::parse_message(payload)
+        && let Some((revocation, published_ms)) = Revocation::parse_message(payload)
     {
         list.apply(&revocation);
+        crate::metrics::propagated(Duration::from_millis(now_ms().saturating_sub(published_ms)));
     }
 }

@@ -1,5 +1,5 @@
 -- `KEYS[1]` user hash; `ARGV`: now, sid, cap (0: none), channel, message
--- prefix (`s:<until>:`), chunk 0, chunk 1, … Returns the evicted sids.
+-- prefix (`s:<until>:<published>:`), chunk 0, chunk 1, … Returns the evicted sids.
 --
 -- Below the cap a login costs O(1): the user's sessions are only read when
 -- the hash has at least `cap` fields (every session has at least one), that

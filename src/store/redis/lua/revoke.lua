@@ -1,4 +1,4 @@
--- `KEYS[1]` user hash; `ARGV`: sid, now, channel, message prefix (`s:<until>:`).
+-- `KEYS[1]` user hash; `ARGV`: sid, now, channel, message prefix (`s:<until>:<published>:`).
 -- Returns 1 when a live session was revoked.
 local key, sid, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local m = redis.call('HGET', key, '\0' .. sid)

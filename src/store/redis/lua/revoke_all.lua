@@ -1,4 +1,4 @@
--- `KEYS[1]` user hash; `ARGV`: now, channel, message prefix (`s:<until>:`),
+-- `KEYS[1]` user hash; `ARGV`: now, channel, message prefix (`s:<until>:<published>:`),
 -- the sid to keep (empty: none). Returns the revoked (live) sids.
 local key, now, except = KEYS[1], tonumber(ARGV[1]), ARGV[4]
 local out = {}

@@ -1,5 +1,5 @@
 -- `KEYS[1]` user hash; `ARGV`: sid, presented, now, grace, idle ttl, channel,
--- message prefix (`s:<until>:`). Returns `{'N'}`, `{'T'}`, or
+-- message prefix (`s:<until>:<published>:`). Returns `{'N'}`, `{'T'}`, or
 -- `{'R' | 'F' | 'P', chunk 0, chunk 1, …}` (rotated, fast-forwarded, replayed).
 --
 -- The hot path, kept to three commands for a session of one or two chunks

@@ -1,0 +1,136 @@
+//! The layer's hot path in process, for counting instructions: one router
+//! (bare, a do-nothing `Router::layer`, or `JwtAuth` with a cached HS256
+//! token, with or without a metrics recorder) called `N` times with the same
+//! request, each future polled once with a no-op waker (no runtime, no I/O).
+//! Run under callgrind collecting only the measured loop (`measure`), with
+//! two values of `N`: the difference of the totals divided by the
+//! difference of `N` is the exact cost of one request.
+//!
+//! ```text
+//! cargo bench -p tower-jwt-auth-benches --bench hot_path --no-run
+//! for n in 2000 12000; do
+//!   valgrind --tool=callgrind --toggle-collect='hot_path::measure*' --callgrind-out-file=cg.$n \
+//!     target/release/deps/hot_path-<hash> jwt 100 $n
+//! done
+//! ```
+//!
+//! Arguments: `bare` | `noop` | `jwt` | `jwt+metrics` | `jwt-no-extractor`, then the number of
+//! warm-up requests and of measured requests (both only change totals).
+//! With `HOT_PATH_TIME=1`, prints the best wall time per request of 9
+//! rounds instead (noisy on a shared machine; compare runs side by side).
+
+use std::{
+    future::Future,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use axum::{Json, Router, body::Body, routing::get};
+use http::{Request, header};
+use serde::{Deserialize, Serialize};
+use tower::Service;
+use tower_jwt_auth::{Claims, JwtAuth, SigningKey};
+
+#[derive(Clone, Serialize, Deserialize)]
+struct AppClaims {
+    role: String,
+}
+
+#[derive(Serialize)]
+struct Hello {
+    message: &'static str,
+}
+
+async fn hello_bare() -> Json<Hello> {
+    Json(Hello { message: "hello" })
+}
+
+async fn hello_jwt(claims: Claims<AppClaims>) -> Json<Hello> {
+    std::hint::black_box(&claims.role);
+    Json(Hello { message: "hello" })
+}
+
+fn build() -> JwtAuth {
+    JwtAuth::builder()
+        .signing_key(SigningKey::hs256("load-HS256", &[7; 32]).expect("a valid key"))
+        .issuer("https://bench.example")
+        .audience("bench")
+        .build()
+        .expect("the bench configuration builds")
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let variant = args.next().unwrap_or_else(|| "jwt".into());
+    let warmup: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    // Every variant gets the same requests (bare ignores the header): 32
+    // users' tokens in turn, as http_load's 32 connections send them.
+    let signer = build();
+    let authorizations: Vec<String> = (0..32)
+        .map(|i| {
+            let token = signer.test_token(&format!("user-{i}")).claims(&AppClaims { role: "admin".into() }).sign();
+            format!("Bearer {token}")
+        })
+        .collect();
+    let mut router = match variant.as_str() {
+        "bare" => Router::new().route("/hello", get(hello_bare)),
+        "noop" => {
+            let noop = tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
+            Router::new().route("/hello", get(hello_bare)).layer(noop)
+        }
+        // The layer alone: its handler takes no extractor.
+        "jwt-no-extractor" => Router::new().route("/hello", get(hello_bare)).layer(build()),
+        "jwt" | "jwt+metrics" => {
+            let auth = if variant == "jwt" {
+                build()
+            } else {
+                // Leaked: it must outlive the layer's handles.
+                let prometheus =
+                    Box::leak(Box::new(metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder()));
+                metrics::with_local_recorder(prometheus, build)
+            };
+            Router::new().route("/hello", get(hello_jwt)).layer(auth)
+        }
+        other => panic!("unknown variant {other}: bare, noop, jwt, jwt+metrics or jwt-no-extractor"),
+    };
+    let authorization = &authorizations[..];
+    requests(&mut router, authorization, warmup);
+    if std::env::var_os("HOT_PATH_TIME").is_some() {
+        // Wall time instead: the cheapest of 9 rounds of `n` requests.
+        let best = (0..9)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                measure(&mut router, authorization, n);
+                started.elapsed().as_nanos() as f64 / n as f64
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{variant}: {best:.0} ns/request (best of 9 rounds of {n})");
+        return;
+    }
+    measure(&mut router, authorization, n);
+    println!("{variant}: {} requests", warmup + n);
+}
+
+/// The measured requests (what callgrind collects).
+#[inline(never)]
+fn measure(router: &mut Router, authorization: &[String], n: usize) {
+    requests(router, authorization, n);
+}
+
+fn requests(router: &mut Router, authorization: &[String], n: usize) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for i in 0..n {
+        let request = Request::get("/hello")
+            .header(header::HOST, "127.0.0.1")
+            .header(header::AUTHORIZATION, &authorization[i % authorization.len()])
+            .body(Body::empty())
+            .expect("a valid request");
+        let future = pin!(router.call(request));
+        match future.poll(&mut cx) {
+            Poll::Ready(Ok(response)) => assert_eq!(std::hint::black_box(response).status(), 200),
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => panic!("the hot path never waits"),
+        }
+    }
+}
