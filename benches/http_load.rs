@@ -30,6 +30,11 @@
 //! `/proc/self/task/*/schedstat`) with its ratio, which stays meaningful when
 //! other processes take CPU time from the bench.
 //!
+//! Two more pairs: `HS256+guard` (the HS256 layer with `RequireScope` on
+//! the route) against the same HS256 server without the guard (DESIGN §7:
+//! target ≥ 0.98), and `EdDSA verify-only` (`JwtAuth::resource_server` with
+//! the EdDSA public key) against bare axum (DESIGN §4: ≥ 0.95).
+//!
 //! `HTTP_LOAD_ONLY` (comma-separated `bare/HS256`, `HS256`, `bare/ES256`, …)
 //! runs only the named servers, for profiling one alone (see BENCHMARKS.md).
 //! Every loop is bounded by time and by count.
@@ -88,6 +93,8 @@ impl Settings {
 #[derive(Clone, Serialize, Deserialize)]
 struct AppClaims {
     role: String,
+    /// For the guarded route (`RequireScope::all(["admin"])`).
+    scope: String,
 }
 
 #[derive(Serialize)]
@@ -160,9 +167,9 @@ impl Drop for Servers {
     }
 }
 
-/// Starts the bare router and one `JwtAuth` router per layer on one
-/// current-thread runtime in its own thread.
-fn start_servers(layers: Vec<JwtAuth>) -> Servers {
+/// Starts the bare router, one `JwtAuth` router per layer, the do-nothing
+/// layer and `extras`, on one current-thread runtime in its own thread.
+fn start_servers(layers: Vec<JwtAuth>, extras: Vec<Router>) -> Servers {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -176,6 +183,7 @@ fn start_servers(layers: Vec<JwtAuth>) -> Servers {
                 // For reference: what any `Router::layer` costs, a layer that does nothing.
                 let noop = tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
                 routers.push(Router::new().route("/hello", get(hello_bare)).layer(noop));
+                routers.extend(extras);
                 let mut addrs = Vec::new();
                 for router in routers {
                     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
@@ -282,14 +290,32 @@ fn main() {
         .map(|auth| {
             (0..settings.conns)
                 .map(|i| {
-                    let claims = AppClaims { role: "admin".into() };
+                    let claims = AppClaims { role: "admin".into(), scope: "profile admin".into() };
                     build_request(&auth.test_token(&format!("user-{i}")).claims(&claims).sign())
                 })
                 .collect()
         })
         .collect();
 
-    let servers = start_servers(layers);
+    // The same HS256 layer with a scope guard on the route (DESIGN §7: a
+    // guarded route ÷ the same route unguarded), and a verify-only layer with
+    // the EdDSA key's public half (resource servers; ÷ bare axum).
+    let hs256 = layers[0].clone();
+    let guarded = Router::new()
+        .route("/hello", get(hello_jwt).route_layer(tower_jwt_auth::guard::RequireScope::all(["admin"])))
+        .layer(hs256);
+    let verifier = JwtAuth::resource_server()
+        .verifying_key(signing_key(Algorithm::EdDSA).verifying_key().clone())
+        .issuer("https://bench.example")
+        .audience("bench")
+        .build()
+        .expect("the verify-only configuration builds");
+    let verify_only = Router::new().route("/hello", get(hello_jwt)).layer(verifier);
+    // `variants` holds each algorithm plain then "+metrics".
+    let plain = |alg: Algorithm| 2 * algorithms.iter().position(|&a| a == alg).expect("benched");
+    let (hs256_requests, eddsa_requests) =
+        (requests[plain(Algorithm::HS256)].clone(), requests[plain(Algorithm::EdDSA)].clone());
+    let servers = start_servers(layers, vec![guarded, verify_only]);
     let target = |name: String, addr: SocketAddr, requests: Vec<Arc<[u8]>>| Target {
         name,
         addr,
@@ -311,6 +337,15 @@ fn main() {
     pairs.push([
         target("bare/noop".into(), servers.addrs[0], noop_requests.clone()),
         target("noop-layer".into(), servers.addrs[variants.len() + 1], noop_requests),
+    ]);
+    // Not against bare axum: the same HS256 layer without the guard.
+    pairs.push([
+        target("HS256/unguarded".into(), servers.addrs[1], hs256_requests.clone()),
+        target("HS256+guard".into(), servers.addrs[variants.len() + 2], hs256_requests),
+    ]);
+    pairs.push([
+        target("bare/verify".into(), servers.addrs[0], eddsa_requests.clone()),
+        target("EdDSA verify-only".into(), servers.addrs[variants.len() + 3], eddsa_requests),
     ]);
     // For profiling one server alone (e.g. under callgrind): HTTP_LOAD_ONLY=bare/HS256 or HS256.
     let only = std::env::var("HTTP_LOAD_ONLY").ok();
