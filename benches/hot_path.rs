@@ -14,8 +14,9 @@
 //! done
 //! ```
 //!
-//! Arguments: `bare` | `noop` | `jwt` | `jwt+metrics` | `jwt-no-extractor`, then the number of
-//! warm-up requests and of measured requests (both only change totals).
+//! Arguments: `bare` | `noop` | `jwt` | `jwt+metrics` | `jwt+guard` |
+//! `jwt+guard-handler` | `verify-only` | `jwt-no-extractor`, then the number
+//! of warm-up requests and of measured requests (both only change totals).
 //! With `HOT_PATH_TIME=1`, prints the best wall time per request of 9
 //! rounds instead (noisy on a shared machine; compare runs side by side).
 
@@ -34,6 +35,7 @@ use tower_jwt_auth::{Claims, JwtAuth, SigningKey};
 #[derive(Clone, Serialize, Deserialize)]
 struct AppClaims {
     role: String,
+    scope: String,
 }
 
 #[derive(Serialize)]
@@ -69,7 +71,10 @@ fn main() {
     let signer = build();
     let authorizations: Vec<String> = (0..32)
         .map(|i| {
-            let token = signer.test_token(&format!("user-{i}")).claims(&AppClaims { role: "admin".into() }).sign();
+            let token = signer
+                .test_token(&format!("user-{i}"))
+                .claims(&AppClaims { role: "admin".into(), scope: "profile admin".into() })
+                .sign();
             format!("Bearer {token}")
         })
         .collect();
@@ -92,7 +97,29 @@ fn main() {
             };
             Router::new().route("/hello", get(hello_jwt)).layer(auth)
         }
-        other => panic!("unknown variant {other}: bare, noop, jwt, jwt+metrics or jwt-no-extractor"),
+        // The same route behind a scope guard (DESIGN §7: guarded ÷ unguarded).
+        "jwt+guard" => Router::new()
+            .route("/hello", get(hello_jwt).route_layer(tower_jwt_auth::guard::RequireScope::all(["admin"])))
+            .layer(build()),
+        // The guard on the handler itself: no route_layer boxing.
+        "jwt+guard-handler" => {
+            use axum::handler::Handler;
+            let guarded = hello_jwt.layer(tower_jwt_auth::guard::RequireScope::all(["admin"]));
+            Router::new().route("/hello", get(guarded)).layer(build())
+        }
+        // A verify-only layer with the same key as a verifying key.
+        "verify-only" => {
+            let verifier = JwtAuth::resource_server()
+                .verifying_key(SigningKey::hs256("load-HS256", &[7; 32]).expect("a valid key").verifying_key().clone())
+                .issuer("https://bench.example")
+                .audience("bench")
+                .build()
+                .expect("the verify-only configuration builds");
+            Router::new().route("/hello", get(hello_jwt)).layer(verifier)
+        }
+        other => panic!(
+            "unknown variant {other}: bare, noop, jwt, jwt+metrics, jwt+guard, jwt+guard-handler, verify-only or jwt-no-extractor"
+        ),
     };
     let authorization = &authorizations[..];
     requests(&mut router, authorization, warmup);

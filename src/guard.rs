@@ -24,6 +24,24 @@
 //!     .route_layer(auth);
 //! # Ok::<(), tower_jwt_auth::KeyError>(())
 //! ```
+//!
+//! A guard can also wrap the handler itself (`axum::handler::Handler::layer`),
+//! which skips the boxing `route_layer` adds and costs about 700 fewer
+//! instructions per request (BENCHMARKS.md, "Guards and the verify-only
+//! layer"):
+//!
+//! ```
+//! use axum::{Router, handler::Handler, routing::get};
+//! use tower_jwt_auth::{JwtAuth, SigningKey, guard::RequireScope};
+//!
+//! async fn handler() {}
+//!
+//! let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+//! let app: Router = Router::new()
+//!     .route("/admin", get(handler.layer(RequireScope::all(["admin"]))))
+//!     .route_layer(auth);
+//! # Ok::<(), tower_jwt_auth::KeyError>(())
+//! ```
 
 use std::{
     future::Future,
@@ -74,17 +92,19 @@ impl<'a> ClaimsRef<'a> {
     /// claim (space-separated, RFC 9068) or an element of `scp` (an array,
     /// or a space-separated string), never a substring.
     pub fn has_scope(&self, scope: &str) -> bool {
-        ["scope", "scp"].iter().any(|name| words(self.json().get(name)).any(|granted| granted == scope))
+        self.token.scopes().iter().any(|granted| &**granted == scope)
     }
 }
 
-/// The words of a space-separated string claim or the strings of an array claim.
-fn words(value: Option<&Value>) -> Box<dyn Iterator<Item = &str> + '_> {
-    match value {
-        Some(Value::String(s)) => Box::new(s.split(' ').filter(|w| !w.is_empty())),
-        Some(Value::Array(items)) => Box::new(items.iter().filter_map(Value::as_str)),
-        _ => Box::new(std::iter::empty()),
-    }
+/// The words of a space-separated string claim or the strings of an array
+/// claim (no allocation: guards run on every request).
+pub(crate) fn words(value: Option<&Value>) -> impl Iterator<Item = &str> {
+    let (string, array) = match value {
+        Some(Value::String(s)) => (Some(s.split(' ').filter(|w| !w.is_empty())), None),
+        Some(Value::Array(items)) => (None, Some(items.iter().filter_map(Value::as_str))),
+        _ => (None, None),
+    };
+    string.into_iter().flatten().chain(array.into_iter().flatten())
 }
 
 /// A condition on the verified claims; refusing answers with the error given.

@@ -425,11 +425,13 @@ mod enabled {
     }
 
     /// A revocation heard from pub/sub `lag` after it was published.
+    #[cfg(feature = "redis")]
     pub(crate) fn propagated(lag: Duration) {
         histogram!(REVOCATION_PROPAGATION).record(lag);
     }
 
     /// A remote-key fetch; `at_unix_secs` of a success.
+    #[cfg(feature = "remote-keys")]
     pub(crate) fn jwks_fetched(success_at_unix_secs: Option<f64>) {
         counter!(JWKS_FETCHES, "result" => if success_at_unix_secs.is_some() { "ok" } else { "error" }).increment(1);
         if let Some(at) = success_at_unix_secs {
@@ -438,6 +440,7 @@ mod enabled {
     }
 
     /// The remote keys were dropped.
+    #[cfg(feature = "remote-keys")]
     pub(crate) fn jwks_dropped() {
         gauge!(JWKS_LAST_SUCCESS).set(0.0);
     }

@@ -198,15 +198,16 @@ impl ResourceServerBuilder {
         if self.leeway > Duration::from_secs(60) {
             return Err(ConfigError::Invalid("leeway must be at most 60 seconds"));
         }
-        let mut keys = KeySet::new(self.keys);
+        let keys = KeySet::new(self.keys);
         #[cfg(feature = "remote-keys")]
         let discovered_issuer = self.remote.as_ref().and_then(crate::remote_keys::RemoteKeys::issuer);
         #[cfg(not(feature = "remote-keys"))]
         let discovered_issuer: Option<String> = None;
         #[cfg(feature = "remote-keys")]
-        if let Some(remote) = self.remote {
-            keys = keys.with_remote(remote);
-        }
+        let keys = match self.remote {
+            Some(remote) => keys.with_remote(remote),
+            None => keys,
+        };
         if keys.is_empty() {
             return Err(ConfigError::Invalid("a resource server needs verifying keys or remote keys"));
         }

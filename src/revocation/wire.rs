@@ -10,6 +10,8 @@
 //! Ids come last, so they may contain `:`. `published_ms` is when the
 //! publishing instance sent it, for the propagation lag of
 //! [`metrics`](crate::metrics).
+// Only Redis stores and feeds speak it; without `redis` the types remain.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 /// One revocation, as published and stored.
 #[derive(Clone, Debug, PartialEq, Eq)]

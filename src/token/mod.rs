@@ -63,6 +63,10 @@ pub(crate) struct VerifiedToken {
     custom: OnceLock<Box<dyn Any + Send + Sync>>,
     /// The payload as a JSON value, for guards, parsed once.
     json: OnceLock<serde_json::Value>,
+    /// The granted scopes (`scope` words, then `scp` entries), collected
+    /// once: scope guards run on every request and a map lookup per claim
+    /// per request costs more than the rest of the guard.
+    scopes: OnceLock<Box<[Box<str>]>>,
     /// The revocation-list generation at which the token was last found
     /// clean (`u64::MAX`: never checked).
     clean_at: AtomicU64,
@@ -70,7 +74,14 @@ pub(crate) struct VerifiedToken {
 
 impl VerifiedToken {
     pub(crate) fn new(claims: RegisteredClaims, payload: Box<RawValue>) -> Self {
-        Self { claims, payload, custom: OnceLock::new(), json: OnceLock::new(), clean_at: AtomicU64::new(u64::MAX) }
+        Self {
+            claims,
+            payload,
+            custom: OnceLock::new(),
+            json: OnceLock::new(),
+            scopes: OnceLock::new(),
+            clean_at: AtomicU64::new(u64::MAX),
+        }
     }
 
     /// Checks the token against the revocation list, looking it up only
@@ -115,6 +126,15 @@ impl VerifiedToken {
     /// The whole payload as JSON, parsed once.
     pub(crate) fn json(&self) -> &serde_json::Value {
         self.json.get_or_init(|| serde_json::from_str(self.payload.get()).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The scopes granted, from `scope` and `scp`; kept for the token's
+    /// life in the cache.
+    pub(crate) fn scopes(&self) -> &[Box<str>] {
+        self.scopes.get_or_init(|| {
+            let json = self.json();
+            ["scope", "scp"].iter().flat_map(|name| crate::guard::words(json.get(name))).map(Box::from).collect()
+        })
     }
 }
 

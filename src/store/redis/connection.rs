@@ -30,6 +30,7 @@ pub(super) struct Tls {
 }
 
 impl Tls {
+    #[cfg(feature = "redis-tls")]
     fn is_default(&self) -> bool {
         self.ca.is_none() && self.client.is_none()
     }
