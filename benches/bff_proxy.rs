@@ -3,8 +3,8 @@
 //! gateway's latency at most 1.1 × the plain proxy's).
 //!
 //! ```text
-//! cargo bench --bench bff_proxy --features bff      # about 30 s
-//! BFF_BENCH_CYCLES=20 cargo bench --bench bff_proxy --features bff
+//! cargo bench -p tower-jwt-auth-benches --bench bff_proxy      # about 30 s
+//! BFF_BENCH_CYCLES=20 cargo bench -p tower-jwt-auth-benches --bench bff_proxy
 //! ```
 //!
 //! One process. A server thread (a current-thread Tokio runtime) serves:
@@ -128,7 +128,7 @@ fn start_servers() -> Servers {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             rt.block_on(async move {
                 let upstream = upstream::Upstream::start().await;
-                let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ed25519.pem")).unwrap();
+                let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/keys/ed25519.pem")).unwrap();
                 let auth = JwtAuth::builder()
                     .signing_key(SigningKey::from_pem(Algorithm::EdDSA, "bench", &pem).unwrap())
                     .issuer("https://bff.bench")

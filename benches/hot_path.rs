@@ -15,12 +15,13 @@
 //! ```
 //!
 //! Arguments: `bare` | `noop` | `jwt` | `jwt+metrics` | `jwt+guard` |
-//! `jwt+guard-handler` | `verify-only` | `jwt-no-extractor`, then the number
+//! `jwt+guard-handler` | `verify-only` | `jwt-outer` | `jwt-no-extractor`, then the number
 //! of warm-up requests and of measured requests (both only change totals).
 //! With `HOT_PATH_TIME=1`, prints the best wall time per request of 9
 //! rounds instead (noisy on a shared machine; compare runs side by side).
 
 use std::{
+    convert::Infallible,
     future::Future,
     pin::pin,
     task::{Context, Poll, Waker},
@@ -78,7 +79,13 @@ fn main() {
             format!("Bearer {token}")
         })
         .collect();
-    let mut router = match variant.as_str() {
+    if variant == "jwt-outer" {
+        // The layer around the whole router (it runs before routing) rather
+        // than `Router::layer` (around each route).
+        let service = tower::Layer::layer(&build(), Router::new().route("/hello", get(hello_jwt)));
+        return run(service, &variant, &authorizations, warmup, n);
+    }
+    let router = match variant.as_str() {
         "bare" => Router::new().route("/hello", get(hello_bare)),
         "noop" => {
             let noop = tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
@@ -118,34 +125,41 @@ fn main() {
             Router::new().route("/hello", get(hello_jwt)).layer(verifier)
         }
         other => panic!(
-            "unknown variant {other}: bare, noop, jwt, jwt+metrics, jwt+guard, jwt+guard-handler, verify-only or jwt-no-extractor"
+            "unknown variant {other}: bare, noop, jwt, jwt+metrics, jwt+guard, jwt+guard-handler, verify-only, jwt-outer or jwt-no-extractor"
         ),
     };
-    let authorization = &authorizations[..];
-    requests(&mut router, authorization, warmup);
+    run(router, &variant, &authorizations, warmup, n);
+}
+
+fn run<S: App>(mut app: S, variant: &str, authorization: &[String], warmup: usize, n: usize) {
+    requests(&mut app, authorization, warmup);
     if std::env::var_os("HOT_PATH_TIME").is_some() {
         // Wall time instead: the cheapest of 9 rounds of `n` requests.
         let best = (0..9)
             .map(|_| {
                 let started = std::time::Instant::now();
-                measure(&mut router, authorization, n);
+                measure(&mut app, authorization, n);
                 started.elapsed().as_nanos() as f64 / n as f64
             })
             .fold(f64::INFINITY, f64::min);
         println!("{variant}: {best:.0} ns/request (best of 9 rounds of {n})");
         return;
     }
-    measure(&mut router, authorization, n);
+    measure(&mut app, authorization, n);
     println!("{variant}: {} requests", warmup + n);
 }
 
+/// What the bench drives: a `Router`, or the layer wrapped around one.
+trait App: Service<Request<Body>, Response = axum::response::Response, Error = Infallible> {}
+impl<S: Service<Request<Body>, Response = axum::response::Response, Error = Infallible>> App for S {}
+
 /// The measured requests (what callgrind collects).
 #[inline(never)]
-fn measure(router: &mut Router, authorization: &[String], n: usize) {
-    requests(router, authorization, n);
+fn measure<S: App>(app: &mut S, authorization: &[String], n: usize) {
+    requests(app, authorization, n);
 }
 
-fn requests(router: &mut Router, authorization: &[String], n: usize) {
+fn requests<S: App>(app: &mut S, authorization: &[String], n: usize) {
     let mut cx = Context::from_waker(Waker::noop());
     for i in 0..n {
         let request = Request::get("/hello")
@@ -153,7 +167,7 @@ fn requests(router: &mut Router, authorization: &[String], n: usize) {
             .header(header::AUTHORIZATION, &authorization[i % authorization.len()])
             .body(Body::empty())
             .expect("a valid request");
-        let future = pin!(router.call(request));
+        let future = pin!(app.call(request));
         match future.poll(&mut cx) {
             Poll::Ready(Ok(response)) => assert_eq!(std::hint::black_box(response).status(), 200),
             Poll::Ready(Err(never)) => match never {},

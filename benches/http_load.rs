@@ -30,10 +30,13 @@
 //! `/proc/self/task/*/schedstat`) with its ratio, which stays meaningful when
 //! other processes take CPU time from the bench.
 //!
-//! Two more pairs: `HS256+guard` (the HS256 layer with `RequireScope` on
+//! Three more pairs: `HS256+guard` (the HS256 layer with `RequireScope` on
 //! the route) against the same HS256 server without the guard (DESIGN §7:
-//! target ≥ 0.98), and `EdDSA verify-only` (`JwtAuth::resource_server` with
-//! the EdDSA public key) against bare axum (DESIGN §4: ≥ 0.95).
+//! target ≥ 0.98); `EdDSA verify-only` (`JwtAuth::resource_server` with
+//! the EdDSA public key) against bare axum (DESIGN §4: ≥ 0.95); and
+//! `HS256 outer`, the HS256 layer wrapped around the whole router
+//! (`auth.layer(router)`, before routing) rather than `Router::layer`,
+//! against bare axum.
 //!
 //! `HTTP_LOAD_ONLY` (comma-separated `bare/HS256`, `HS256`, `bare/ES256`, …)
 //! runs only the named servers, for profiling one alone (see BENCHMARKS.md).
@@ -169,7 +172,7 @@ impl Drop for Servers {
 
 /// Starts the bare router, one `JwtAuth` router per layer, the do-nothing
 /// layer and `extras`, on one current-thread runtime in its own thread.
-fn start_servers(layers: Vec<JwtAuth>, extras: Vec<Router>) -> Servers {
+fn start_servers(layers: Vec<JwtAuth>, extras: Vec<Router>, outer: JwtAuth) -> Servers {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -190,6 +193,15 @@ fn start_servers(layers: Vec<JwtAuth>, extras: Vec<Router>) -> Servers {
                     addrs.push(listener.local_addr().expect("a bound address"));
                     tokio::spawn(async move { axum::serve(listener, router).await.expect("serving") });
                 }
+                // The layer around the whole router, before routing (the
+                // other servers use `Router::layer`, around each route).
+                let wrapped = tower::Layer::layer(&outer, Router::new().route("/hello", get(hello_jwt)));
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+                addrs.push(listener.local_addr().expect("a bound address"));
+                tokio::spawn(async move {
+                    let service = axum::ServiceExt::<axum::extract::Request>::into_make_service(wrapped);
+                    axum::serve(listener, service).await.expect("serving")
+                });
                 ready_tx.send((addrs, thread_id())).expect("main is waiting");
                 let _ = stop_rx.await;
             });
@@ -301,6 +313,7 @@ fn main() {
     // guarded route ÷ the same route unguarded), and a verify-only layer with
     // the EdDSA key's public half (resource servers; ÷ bare axum).
     let hs256 = layers[0].clone();
+    let outer = hs256.clone();
     let guarded = Router::new()
         .route("/hello", get(hello_jwt).route_layer(tower_jwt_auth::guard::RequireScope::all(["admin"])))
         .layer(hs256);
@@ -315,7 +328,7 @@ fn main() {
     let plain = |alg: Algorithm| 2 * algorithms.iter().position(|&a| a == alg).expect("benched");
     let (hs256_requests, eddsa_requests) =
         (requests[plain(Algorithm::HS256)].clone(), requests[plain(Algorithm::EdDSA)].clone());
-    let servers = start_servers(layers, vec![guarded, verify_only]);
+    let servers = start_servers(layers, vec![guarded, verify_only], outer);
     let target = |name: String, addr: SocketAddr, requests: Vec<Arc<[u8]>>| Target {
         name,
         addr,
@@ -341,11 +354,15 @@ fn main() {
     // Not against bare axum: the same HS256 layer without the guard.
     pairs.push([
         target("HS256/unguarded".into(), servers.addrs[1], hs256_requests.clone()),
-        target("HS256+guard".into(), servers.addrs[variants.len() + 2], hs256_requests),
+        target("HS256+guard".into(), servers.addrs[variants.len() + 2], hs256_requests.clone()),
     ]);
     pairs.push([
         target("bare/verify".into(), servers.addrs[0], eddsa_requests.clone()),
         target("EdDSA verify-only".into(), servers.addrs[variants.len() + 3], eddsa_requests),
+    ]);
+    pairs.push([
+        target("bare/outer".into(), servers.addrs[0], hs256_requests.clone()),
+        target("HS256 outer".into(), servers.addrs[variants.len() + 4], hs256_requests),
     ]);
     // For profiling one server alone (e.g. under callgrind): HTTP_LOAD_ONLY=bare/HS256 or HS256.
     let only = std::env::var("HTTP_LOAD_ONLY").ok();

@@ -51,7 +51,7 @@ const ALGORITHMS: &[(&str, Algorithm)] = &[
 
 fn signing_key(alg: Algorithm) -> SigningKey {
     let pem = |file: &str| {
-        let path = format!("{}/tests/keys/{file}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../tests/keys/{file}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
     };
     let kid = format!("bench-{alg:?}");

@@ -607,6 +607,26 @@ pub(crate) fn select_crypto_provider() {
 ///
 /// Cheap to clone (an `Arc` inside): use the same value as the layer, as
 /// axum state for login handlers, and for [`JwtAuth::refresh_router`].
+///
+/// `Router::layer(auth)` runs the layer inside routing, around each route.
+/// Wrapped around the whole router instead, it runs once before routing and
+/// costs about half as much per request (BENCHMARKS.md, "Guards, the
+/// verify-only layer and placement"); every path is then authenticated, so
+/// an unknown one answers 401 rather than 404 to a stranger:
+///
+/// ```no_run
+/// use axum::{Router, ServiceExt, routing::get};
+/// use tower::Layer;
+/// use tower_jwt_auth::{Claims, JwtAuth, SigningKey};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
+/// let routes = Router::new().route("/me", get(|claims: Claims| async move { claims.sub().to_owned() }));
+/// let app = auth.layer(routes);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, ServiceExt::<axum::extract::Request>::into_make_service(app)).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct JwtAuth {
     pub(crate) inner: Arc<Inner>,

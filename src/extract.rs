@@ -6,7 +6,7 @@ use std::{
     fmt,
     ops::Deref,
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -15,7 +15,7 @@ use axum::{
     extract::{FromRequestParts, OptionalFromRequestParts},
     response::{IntoResponse, Response},
 };
-use http::request::Parts;
+use http::{Extensions, request::Parts};
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -82,6 +82,33 @@ impl AuthContext {
     #[inline]
     pub(crate) fn new(auth: JwtAuth, outcome: Result<Arc<VerifiedToken>, Refusal>) -> Self {
         Self { auth, outcome: outcome.map_err(Box::new) }
+    }
+
+    /// Puts the context into the request's extensions. Wrapped around a
+    /// whole `Router` (before routing), the layer sees a request with none
+    /// (hyper adds none); the map one insert creates holds three entries and
+    /// axum's routing adds three after us (`OriginalUri`, `MatchedPath`, the
+    /// URL parameters), so the fourth would grow it again on every request.
+    /// A map with room for seven is cloned in instead. (Under
+    /// `Router::layer` axum's entries come first and ours is the fourth
+    /// whatever we do.)
+    #[inline]
+    pub(crate) fn insert_into(self, extensions: &mut Extensions) {
+        static ROOMY: LazyLock<Extensions> = LazyLock::new(|| {
+            #[derive(Clone)]
+            struct Filler<const N: u8>;
+            let mut roomy = Extensions::new();
+            roomy.insert(Filler::<0>);
+            roomy.insert(Filler::<1>);
+            roomy.insert(Filler::<2>);
+            roomy.insert(Filler::<3>);
+            roomy.clear(); // keeps the capacity
+            roomy
+        });
+        if extensions.is_empty() {
+            extensions.extend(ROOMY.clone());
+        }
+        extensions.insert(self);
     }
 
     /// The verified token, or why there is none.

@@ -252,7 +252,7 @@ where
                 // Nothing else to do after the handler: no box unless the span is wanted.
                 let extra = request_span(RequestResult::Authenticated, Some(&token))
                     .map(|span| Extra::new(After::Nothing, span));
-                request.extensions_mut().insert(auth.context(Ok(token)));
+                auth.context(Ok(token)).insert_into(request.extensions_mut());
                 return ResponseFuture::inner(self.inner.call(request), extra.flatten());
             }
             Found::Refresh(refresh_token) => {
@@ -295,7 +295,7 @@ where
             let result = RequestResult::Guest(reason);
             auth.inner.metrics.request(result);
             let span = request_span(result, None).unwrap_or_else(Span::none);
-            request.extensions_mut().insert(auth.context(Err(refusal)));
+            auth.context(Err(refusal)).insert_into(request.extensions_mut());
             ResponseFuture::inner(self.inner.call(request), Extra::new(after, span))
         } else {
             let result = RequestResult::Rejected(reason);
@@ -460,7 +460,7 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         outcome => {
-                            request.extensions_mut().insert(auth.context(outcome));
+                            auth.context(outcome).insert_into(request.extensions_mut());
                             let future = span.in_scope(|| service.call(request));
                             this.state.set(State::Inner { future, extra: Extra::new(after, span) });
                         }

@@ -410,6 +410,51 @@ async fn route_layer_protects_only_some_routes() {
     assert_eq!(send(app, Request::get("/me").body(Body::empty()).unwrap()).await.status, StatusCode::UNAUTHORIZED);
 }
 
+/// The layer around the whole router (`auth.layer(router)`, before
+/// routing), the cheaper placement: claims, axum's own extensions and
+/// guards inside still work, and unknown paths are refused like known ones.
+#[tokio::test]
+async fn wrapped_around_the_router_it_authenticates_before_routing() {
+    use axum::extract::MatchedPath;
+    use tower::Layer;
+    use tower_jwt_auth::guard::RequireScope;
+
+    let auth = auth();
+    let router = Router::new()
+        .route(
+            "/items/{id}",
+            get(|path: MatchedPath, claims: Claims| async move { format!("{} {}", path.as_str(), claims.sub()) }),
+        )
+        .route("/admin", get(|| async { "admin" }).route_layer(RequireScope::all(["admin"])));
+    let app = auth.layer(router);
+    let call = |request: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = Request::get(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let token = auth.test_token("alice").sign();
+    assert_eq!(call(get("/items/7", Some(&token))).await, (StatusCode::OK, "/items/{id} alice".into()));
+    let (status, body) = call(get("/admin", Some(&token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("insufficient_scope"), "{body}");
+    let admin = auth.test_token("root").claims(&json!({ "scope": "admin" })).sign();
+    assert_eq!(call(get("/admin", Some(&admin))).await, (StatusCode::OK, "admin".into()));
+    assert_eq!(call(get("/items/7", None)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(get("/nowhere", None)).await.0, StatusCode::UNAUTHORIZED, "refused before routing");
+    assert_eq!(call(get("/nowhere", Some(&token))).await.0, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn claims_of_the_wrong_shape_are_refused_not_500() {
     let auth = auth();
