@@ -7,22 +7,16 @@
 //! cached token never outlives its session.
 
 use std::{
-    collections::VecDeque,
     hash::{BuildHasher, Hasher},
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
 };
 
 use foldhash::fast::{FoldHasher, RandomState};
 
-use crate::token::VerifiedToken;
+use crate::{bounded_map::BoundedMap, token::VerifiedToken};
 
-pub(crate) struct VerifiedCache {
-    entries: papaya::HashMap<Arc<[u8]>, Entry, TailHash>,
-    /// Keys in insertion order, the oldest evicted first. Touched by inserts
-    /// (cache misses, which verify a signature anyway), never by hits.
-    order: Mutex<VecDeque<Arc<[u8]>>>,
-    capacity: usize,
-}
+/// Inserts are cache misses, which verify a signature anyway.
+pub(crate) struct VerifiedCache(BoundedMap<Arc<[u8]>, Arc<VerifiedToken>, TailHash>);
 
 /// Hashes a token's length and last 16 bytes (the end of its signature,
 /// 96 random bits in base64url) with foldhash: SipHash over a whole 300–700
@@ -60,46 +54,26 @@ impl Hasher for TailHasher {
     }
 }
 
-struct Entry {
-    token: Arc<VerifiedToken>,
-}
-
 impl VerifiedCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { entries: papaya::HashMap::with_hasher(TailHash::default()), order: Mutex::default(), capacity }
+        Self(BoundedMap::with_hasher(capacity, TailHash::default()))
     }
 
     #[inline]
     pub(crate) fn get(&self, token: &[u8]) -> Option<Arc<VerifiedToken>> {
-        self.entries.pin().get(token).map(|entry| entry.token.clone())
+        self.0.get(token)
     }
 
     /// Inserts unless disabled, evicting the oldest entries beyond capacity.
     /// Entries only ever leave by eviction: tokens share one lifetime, so the
     /// oldest are also the first to expire (and a hit re-checks `exp`).
     pub(crate) fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
-        if self.capacity == 0 {
-            return;
-        }
-        let key: Arc<[u8]> = token.as_bytes().into();
-        let map = self.entries.pin();
-        if map.insert(key.clone(), Entry { token: verified }).is_some() {
-            return; // a racing request verified it too; it is queued once
-        }
-        // Removal one key at a time: papaya's `retain` under this kind of
-        // churn was seen to spin forever.
-        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        order.push_back(key);
-        while order.len() > self.capacity {
-            if let Some(oldest) = order.pop_front() {
-                map.remove(&*oldest);
-            }
-        }
+        self.0.insert(token.as_bytes().into(), verified);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.len()
+        self.0.len()
     }
 }
 

@@ -10,6 +10,7 @@
 #[cfg(feature = "bff")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bff")))]
 pub mod bff;
+mod bounded_map;
 mod cache;
 mod challenge;
 mod client_info;

@@ -14,14 +14,16 @@ use axum::{
     routing::{get, post},
 };
 use http::{Request, header};
-use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use tower_jwt_auth::{
     AuthError, Claims, ClientInfo, JwtAuth, JwtAuthBuilder, LoggedOut, RevocationCause, SecurityEvent, Session,
     SigningKey,
 };
+
+mod support;
+
+use support::in_process::{bearer, send};
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Profile {
@@ -46,22 +48,6 @@ fn builder() -> JwtAuthBuilder {
         .signing_key(SigningKey::hs256("k", &[3; 32]).unwrap())
         .grace(Duration::ZERO)
         .max_sessions_per_user(2)
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
-fn bearer(method: &str, uri: &str, token: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap()
 }
 
 fn refresh_request(token: &str) -> Request<Body> {

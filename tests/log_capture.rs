@@ -23,14 +23,14 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use http::{Request, header};
-use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use tower_jwt_auth::{AuthError, Claims, ClientInfo, JwtAuth, JwtAuthBuilder, LoggedOut, Session, SigningKey};
 use tracing_subscriber::fmt::{MakeWriter, format::FmtSpan};
 
 mod support;
+
+use support::in_process::{bearer, send};
 
 const SIGNING_SECRET: &str = "signing-secret-that-must-never-be-logged";
 const REFRESH_SECRET: &str = "refresh-secret-that-must-never-be-logged";
@@ -92,24 +92,8 @@ fn app(auth: &JwtAuth) -> Router {
     Router::new().route("/login", post(login)).merge(protected).merge(auth.refresh_router()).with_state(auth.clone())
 }
 
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 fn json_post(uri: &str, body: Value) -> Request<Body> {
     Request::post(uri).header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())).unwrap()
-}
-
-fn bearer(method: &str, uri: &str, token: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap()
 }
 
 fn builder() -> JwtAuthBuilder {

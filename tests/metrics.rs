@@ -17,14 +17,14 @@ use axum::{
     routing::{delete, get, post},
 };
 use http::{Request, header};
-use http_body_util::BodyExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use tower_jwt_auth::{AuthError, Claims, ClientInfo, JwtAuth, LoggedOut, Session, SigningKey, store::MemoryStore};
 
 mod support;
+
+use support::in_process::{bearer, send};
 
 const SECRET: &[u8; 32] = b"metrics-test-refresh-secret-0123";
 
@@ -156,22 +156,6 @@ fn builder(store: &MemoryStore) -> tower_jwt_auth::JwtAuthBuilder {
         .refresh_token_secret(SECRET.to_vec())
         .store(store.clone())
         .max_sessions_per_user(2)
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
-fn bearer(method: &str, uri: &str, token: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap()
 }
 
 fn plain(uri: &str) -> Request<Body> {

@@ -8,16 +8,13 @@
 //! entries go first, the order touched only by inserts (which sign anyway).
 //! Racing misses for one session may each sign; the last insert wins.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{hash::RandomState, sync::Arc, time::Duration};
 
 use http::HeaderValue;
 use serde_json::{Map, Value, value::RawValue};
 
 use crate::{
+    bounded_map::BoundedMap,
     clock::now_ms,
     config::JwtAuth,
     error::AuthError,
@@ -33,10 +30,8 @@ pub(crate) struct UpstreamTokens {
     ttl: Duration,
     /// Custom claims copied from the session's token besides `scope`.
     forward: Vec<String>,
-    entries: papaya::HashMap<Arc<str>, Arc<Minted>>,
-    /// Keys in insertion order, the oldest evicted first.
-    order: Mutex<VecDeque<Arc<str>>>,
-    capacity: usize,
+    /// By access-token `jti`.
+    entries: BoundedMap<Arc<str>, Arc<Minted>>,
 }
 
 /// One minted token, ready to be sent.
@@ -52,7 +47,7 @@ struct Minted {
 
 impl UpstreamTokens {
     pub(crate) fn new(audience: String, ttl: Duration, forward: Vec<String>, capacity: usize) -> Self {
-        Self { audience, ttl, forward, entries: papaya::HashMap::new(), order: Mutex::default(), capacity }
+        Self { audience, ttl, forward, entries: BoundedMap::with_hasher(capacity, RandomState::default()) }
     }
 
     pub(crate) fn audience(&self) -> &str {
@@ -65,7 +60,7 @@ impl UpstreamTokens {
     pub(crate) fn bearer(&self, auth: &JwtAuth, session: &VerifiedToken) -> Result<HeaderValue, AuthError> {
         let now = now_ms();
         let claims = &session.claims;
-        if let Some(hit) = self.entries.pin().get(claims.jti.as_str())
+        if let Some(hit) = self.entries.get(claims.jti.as_str())
             && now < hit.renew_at_ms
             && hit.sid == claims.sid
             && hit.sub == claims.sub
@@ -74,7 +69,7 @@ impl UpstreamTokens {
         }
         let minted = self.mint(auth, session, now)?;
         let bearer = minted.bearer.clone();
-        self.insert(&claims.jti, minted);
+        self.entries.insert(claims.jti.as_str().into(), Arc::new(minted));
         Ok(bearer)
     }
 
@@ -135,24 +130,6 @@ impl UpstreamTokens {
             }
         }
         Value::Object(claims).to_string()
-    }
-
-    fn insert(&self, jti: &str, minted: Minted) {
-        if self.capacity == 0 {
-            return;
-        }
-        let key: Arc<str> = jti.into();
-        let map = self.entries.pin();
-        if map.insert(key.clone(), Arc::new(minted)).is_some() {
-            return; // a renewal, or a racing miss: the key is queued already
-        }
-        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        order.push_back(key);
-        while order.len() > self.capacity {
-            if let Some(oldest) = order.pop_front() {
-                map.remove(&*oldest);
-            }
-        }
     }
 
     #[cfg(test)]

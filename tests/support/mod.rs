@@ -3,5 +3,6 @@
 
 pub mod backend;
 pub mod demo;
+pub mod in_process;
 pub mod redis_server;
 pub mod upstream;
