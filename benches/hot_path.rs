@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Arguments: `bare` | `noop` | `jwt` | `jwt+metrics` | `jwt+guard` |
-//! `jwt+guard-handler` | `verify-only` | `jwt-outer` | `jwt-no-extractor`, then the number
+//! `jwt+guard-handler` | `jwt+guard-extractor` | `verify-only` | `jwt-outer` |
+//! `jwt-no-extractor`, then the number
 //! of warm-up requests and of measured requests (both only change totals).
 //! With `HOT_PATH_TIME=1`, prints the best wall time per request of 9
 //! rounds instead (noisy on a shared machine; compare runs side by side).
@@ -31,7 +32,7 @@ use axum::{Json, Router, body::Body, routing::get};
 use http::{Request, header};
 use serde::{Deserialize, Serialize};
 use tower::Service;
-use tower_jwt_auth::{Claims, JwtAuth, SigningKey};
+use tower_jwt_auth::{Claims, JwtAuth, SigningKey, define_guard, guard::Guarded};
 
 #[derive(Clone, Serialize, Deserialize)]
 struct AppClaims {
@@ -49,6 +50,13 @@ async fn hello_bare() -> Json<Hello> {
 }
 
 async fn hello_jwt(claims: Claims<AppClaims>) -> Json<Hello> {
+    std::hint::black_box(&claims.role);
+    Json(Hello { message: "hello" })
+}
+
+define_guard!(Admin = tower_jwt_auth::guard::RequireScope::all(["admin"]));
+
+async fn hello_guarded(_: Guarded<Admin>, claims: Claims<AppClaims>) -> Json<Hello> {
     std::hint::black_box(&claims.role);
     Json(Hello { message: "hello" })
 }
@@ -114,6 +122,8 @@ fn main() {
             let guarded = hello_jwt.layer(tower_jwt_auth::guard::RequireScope::all(["admin"]));
             Router::new().route("/hello", get(guarded)).layer(build())
         }
+        // The guard as an extractor of the handler: no layer at all.
+        "jwt+guard-extractor" => Router::new().route("/hello", get(hello_guarded)).layer(build()),
         // A verify-only layer with the same key as a verifying key.
         "verify-only" => {
             let verifier = JwtAuth::resource_server()
@@ -125,7 +135,7 @@ fn main() {
             Router::new().route("/hello", get(hello_jwt)).layer(verifier)
         }
         other => panic!(
-            "unknown variant {other}: bare, noop, jwt, jwt+metrics, jwt+guard, jwt+guard-handler, verify-only, jwt-outer or jwt-no-extractor"
+            "unknown variant {other}: bare, noop, jwt, jwt+metrics, jwt+guard, jwt+guard-handler, jwt+guard-extractor, verify-only, jwt-outer or jwt-no-extractor"
         ),
     };
     run(router, &variant, &authorizations, warmup, n);

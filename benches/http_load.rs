@@ -30,9 +30,10 @@
 //! `/proc/self/task/*/schedstat`) with its ratio, which stays meaningful when
 //! other processes take CPU time from the bench.
 //!
-//! Three more pairs: `HS256+guard` (the HS256 layer with `RequireScope` on
-//! the route) against the same HS256 server without the guard (DESIGN §7:
-//! target ≥ 0.98); `EdDSA verify-only` (`JwtAuth::resource_server` with
+//! Four more pairs: `HS256+guard` (the HS256 layer with `RequireScope` on
+//! the route) and `HS256+guard-extractor` (the same guard as a `Guarded`
+//! extractor of the handler), each against the same HS256 server without
+//! the guard (DESIGN §7: target ≥ 0.98); `EdDSA verify-only` (`JwtAuth::resource_server` with
 //! the EdDSA public key) against bare axum (DESIGN §4: ≥ 0.95); and
 //! `HS256 outer`, the HS256 layer wrapped around the whole router
 //! (`auth.layer(router)`, before routing) rather than `Router::layer`,
@@ -61,7 +62,7 @@ use tokio::{
     sync::oneshot,
     task::JoinSet,
 };
-use tower_jwt_auth::{Algorithm, Claims, JwtAuth, SigningKey};
+use tower_jwt_auth::{Algorithm, Claims, JwtAuth, SigningKey, define_guard, guard::Guarded};
 
 /// Target of DESIGN §4.
 const TARGET_RATIO: f64 = 0.95;
@@ -115,6 +116,14 @@ async fn hello_bare() -> Json<Hello> {
 }
 
 async fn hello_jwt(claims: Claims<AppClaims>) -> Json<Hello> {
+    std::hint::black_box(&claims.role);
+    hello()
+}
+
+define_guard!(Admin = tower_jwt_auth::guard::RequireScope::all(["admin"]));
+
+/// `hello_jwt` with the scope guard as an extractor.
+async fn hello_guarded(_: Guarded<Admin>, claims: Claims<AppClaims>) -> Json<Hello> {
     std::hint::black_box(&claims.role);
     hello()
 }
@@ -316,7 +325,8 @@ fn main() {
     let outer = hs256.clone();
     let guarded = Router::new()
         .route("/hello", get(hello_jwt).route_layer(tower_jwt_auth::guard::RequireScope::all(["admin"])))
-        .layer(hs256);
+        .layer(hs256.clone());
+    let guarded_extractor = Router::new().route("/hello", get(hello_guarded)).layer(hs256);
     let verifier = JwtAuth::resource_server()
         .verifying_key(signing_key(Algorithm::EdDSA).verifying_key().clone())
         .issuer("https://bench.example")
@@ -328,7 +338,7 @@ fn main() {
     let plain = |alg: Algorithm| 2 * algorithms.iter().position(|&a| a == alg).expect("benched");
     let (hs256_requests, eddsa_requests) =
         (requests[plain(Algorithm::HS256)].clone(), requests[plain(Algorithm::EdDSA)].clone());
-    let servers = start_servers(layers, vec![guarded, verify_only], outer);
+    let servers = start_servers(layers, vec![guarded, verify_only, guarded_extractor], outer);
     let target = |name: String, addr: SocketAddr, requests: Vec<Arc<[u8]>>| Target {
         name,
         addr,
@@ -361,8 +371,12 @@ fn main() {
         target("EdDSA verify-only".into(), servers.addrs[variants.len() + 3], eddsa_requests),
     ]);
     pairs.push([
+        target("HS256/unguarded-for-extractor".into(), servers.addrs[1], hs256_requests.clone()),
+        target("HS256+guard-extractor".into(), servers.addrs[variants.len() + 4], hs256_requests.clone()),
+    ]);
+    pairs.push([
         target("bare/outer".into(), servers.addrs[0], hs256_requests.clone()),
-        target("HS256 outer".into(), servers.addrs[variants.len() + 4], hs256_requests),
+        target("HS256 outer".into(), servers.addrs[variants.len() + 5], hs256_requests),
     ]);
     // For profiling one server alone (e.g. under callgrind): HTTP_LOAD_ONLY=bare/HS256 or HS256.
     let only = std::env::var("HTTP_LOAD_ONLY").ok();

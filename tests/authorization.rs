@@ -2,8 +2,9 @@
 //! unguarded routes (scopes, `scp` arrays, roles at claim paths, recent
 //! login and `acr`, predicates; bearer and cookie; required and optional
 //! layers), each case asserting the status, the byte-exact
-//! `WWW-Authenticate` and the JSON body; then `auth_time` across rotations
-//! and re-authentication, and stale tokens after a claims change.
+//! `WWW-Authenticate` and the JSON body, run once with guard layers and
+//! once with the same guards as extractors; then `auth_time` across
+//! rotations and re-authentication, and stale tokens after a claims change.
 
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_jwt_auth::{
-    ClientInfo, JwtAuth, SigningKey,
-    guard::{Require, RequireRecentLogin, RequireRole, RequireScope},
+    ClientInfo, JwtAuth, SigningKey, define_guard,
+    guard::{Guarded, Require, RequireRecentLogin, RequireRole, RequireScope},
 };
 
 const SECRET: &[u8] = b"a secret of at least thirty-two bytes!";
@@ -56,6 +57,38 @@ fn app(auth: &JwtAuth) -> Router {
         .route("/optional-admin", get(ok).route_layer(RequireScope::all(["admin"])))
         .route_layer(auth.optional());
     guarded.merge(optional)
+}
+
+define_guard!(ScopeAdmin = RequireScope::all(["admin"]));
+define_guard!(ScopeAll = RequireScope::all(["read", "write"]));
+define_guard!(ScopeAny = RequireScope::any(["read", "write"]));
+define_guard!(RoleAdmin = RequireRole::any(["admin"]));
+define_guard!(RoleKeycloak = RequireRole::any(["admin"]).at("realm_access.roles"));
+define_guard!(Fresh = RequireRecentLogin::within(Duration::from_secs(MAX_AGE as u64)));
+define_guard!(FreshMfa = RequireRecentLogin::within(Duration::from_secs(MAX_AGE as u64)).acr(["mfa", "hwk"]));
+define_guard!(
+    Tenant =
+        Require::new("Only members of tenant 42", |claims| claims.claim("tenant").and_then(Value::as_u64) == Some(42))
+);
+
+/// The routes of [`app`], each guard an extractor of the handler instead.
+fn extractor_app(auth: &JwtAuth) -> Router {
+    async fn guarded<G>(_: Guarded<G>) -> &'static str {
+        "ok"
+    }
+    let required = Router::new()
+        .route("/open", get(ok))
+        .route("/scope-admin", get(guarded::<ScopeAdmin>))
+        .route("/scope-all", get(guarded::<ScopeAll>))
+        .route("/scope-any", get(guarded::<ScopeAny>))
+        .route("/role-admin", get(guarded::<RoleAdmin>))
+        .route("/role-keycloak", get(guarded::<RoleKeycloak>))
+        .route("/fresh", get(guarded::<Fresh>))
+        .route("/fresh-mfa", get(guarded::<FreshMfa>))
+        .route("/tenant", get(guarded::<Tenant>))
+        .route_layer(auth.clone());
+    let optional = Router::new().route("/optional-admin", get(guarded::<ScopeAdmin>)).route_layer(auth.optional());
+    required.merge(optional)
 }
 
 /// How the case presents its token.
@@ -274,7 +307,12 @@ async fn send(app: Router, request: Request<Body>) -> (StatusCode, String, Value
 #[tokio::test]
 async fn conformance_table() {
     let auth = auth();
-    let app = app(&auth);
+    for (form, app) in [("layer", app(&auth)), ("extractor", extractor_app(&auth))] {
+        check_cases(&auth, form, app).await;
+    }
+}
+
+async fn check_cases(auth: &JwtAuth, form: &str, app: Router) {
     let cases = cases();
     assert!(cases.len() >= 30, "{} cases", cases.len());
     for case in cases {
@@ -290,7 +328,7 @@ async fn conformance_table() {
             Via::Nothing => request,
         };
         let (status, challenge, body) = send(app.clone(), request.body(Body::empty()).unwrap()).await;
-        let name = case.name;
+        let name = format!("{form}: {}", case.name);
         assert_eq!(status, case.status, "{name}: {body}");
         assert_eq!(challenge, case.challenge, "{name}");
         match case.error {

@@ -25,40 +25,37 @@
 //! # Ok::<(), tower_jwt_auth::KeyError>(())
 //! ```
 //!
-//! A guard can also wrap the handler itself (`axum::handler::Handler::layer`),
-//! which skips the boxing `route_layer` adds and costs about 700 fewer
-//! instructions per request (BENCHMARKS.md, "Guards and the verify-only
-//! layer"):
+//! The cheapest form is an extractor: name the guard with
+//! [`define_guard!`](crate::define_guard) and take [`Guarded`] in the
+//! handler. No layer runs, only the check: about 200 instructions per
+//! request, against about 1,000 for a guard wrapping the handler
+//! (`get(handler.layer(guard))`) and 1,700 under `route_layer`
+//! (BENCHMARKS.md, "Guards, the verify-only layer and placement"):
 //!
 //! ```
-//! use axum::{Router, handler::Handler, routing::get};
-//! use tower_jwt_auth::{JwtAuth, SigningKey, guard::RequireScope};
+//! use axum::{Router, routing::get};
+//! use tower_jwt_auth::{JwtAuth, SigningKey, define_guard, guard::{Guarded, RequireScope}};
 //!
-//! async fn handler() {}
+//! define_guard!(Admin = RequireScope::all(["admin"]));
+//!
+//! async fn handler(_: Guarded<Admin>) {}
 //!
 //! let auth = JwtAuth::new(SigningKey::hs256("k", &[7; 32])?);
-//! let app: Router = Router::new()
-//!     .route("/admin", get(handler.layer(RequireScope::all(["admin"]))))
-//!     .route_layer(auth);
+//! let app: Router = Router::new().route("/admin", get(handler)).route_layer(auth);
 //! # Ok::<(), tower_jwt_auth::KeyError>(())
 //! ```
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use axum::response::{IntoResponse, Response};
-use http::Request;
-use pin_project_lite::pin_project;
 use serde_json::Value;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::{clock::now_ms, error::AuthError, extract::AuthContext, token::VerifiedToken};
+
+mod extract;
+mod layer;
+
+pub use extract::{Guarded, NamedGuard};
+pub use layer::{GuardFuture, GuardService};
 
 /// The verified claims a guard looks at.
 #[derive(Clone, Copy)]
@@ -105,6 +102,20 @@ pub(crate) fn words(value: Option<&Value>) -> impl Iterator<Item = &str> {
         _ => (None, None),
     };
     string.into_iter().flatten().chain(array.into_iter().flatten())
+}
+
+/// Runs a guard's `check` on the request's authentication: the layer's own
+/// refusal when the request is not authenticated (so 401, never 403), else
+/// the guard's answer.
+pub(crate) fn check_request(
+    context: &AuthContext,
+    check: impl FnOnce(ClaimsRef<'_>) -> Result<(), AuthError>,
+) -> Result<(), AuthError> {
+    let token = context.outcome().map_err(|refusal| refusal.error())?;
+    let claims = ClaimsRef { token, leeway_secs: context.auth.inner.leeway_secs };
+    check(claims).inspect_err(|error| {
+        tracing::debug!(reason = %error, user_id = claims.sub(), "guard refused the request");
+    })
 }
 
 /// A condition on the verified claims; refusing answers with the error given.
@@ -296,97 +307,6 @@ impl Guard for Require {
             Ok(())
         } else {
             Err(AuthError::InsufficientScope { scope: None, description: self.description })
-        }
-    }
-}
-
-macro_rules! guard_layers {
-    ($($guard:ty),*) => {$(
-        impl<S> Layer<S> for $guard {
-            type Service = GuardService<S, $guard>;
-
-            fn layer(&self, inner: S) -> Self::Service {
-                GuardService { inner, guard: self.clone() }
-            }
-        }
-    )*};
-}
-guard_layers!(RequireScope, RequireRole, RequireRecentLogin, Require);
-
-/// The service a guard wraps around a route.
-#[derive(Clone, Debug)]
-pub struct GuardService<S, G> {
-    inner: S,
-    guard: G,
-}
-
-impl<S, G, B> Service<Request<B>> for GuardService<S, G>
-where
-    S: Service<Request<B>>,
-    S::Response: IntoResponse,
-    G: Guard,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = GuardFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let refused = match request.extensions().get::<AuthContext>() {
-            None => Some(AuthError::Misconfigured("A guard needs the JwtAuth layer in front of it").into_response()),
-            Some(context) => match context.outcome() {
-                // Not authenticated: the layer's own answer (401), never a 403.
-                Err(refusal) => Some(context.auth.reject(refusal.error())),
-                Ok(token) => {
-                    let claims = ClaimsRef { token, leeway_secs: context.auth.inner.leeway_secs };
-                    self.guard.check(claims).err().map(|error| {
-                        tracing::debug!(reason = %error, user_id = claims.sub(), "guard refused the request");
-                        context.auth.reject(error)
-                    })
-                }
-            },
-        };
-        match refused {
-            Some(response) => GuardFuture { state: GuardState::Refused { response: Some(response) } },
-            None => GuardFuture { state: GuardState::Inner { future: self.inner.call(request) } },
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`GuardService`].
-    pub struct GuardFuture<F> {
-        #[pin]
-        state: GuardState<F>,
-    }
-}
-
-pin_project! {
-    #[project = GuardStateProj]
-    enum GuardState<F> {
-        // The route's own.
-        Inner { #[pin] future: F },
-        // The guard said no.
-        Refused { response: Option<Response> },
-    }
-}
-
-impl<F, R, E> Future for GuardFuture<F>
-where
-    F: Future<Output = Result<R, E>>,
-    R: IntoResponse,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            GuardStateProj::Inner { future } => future.poll(cx).map_ok(IntoResponse::into_response),
-            GuardStateProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("GuardFuture polled after completion")))
-            }
         }
     }
 }
