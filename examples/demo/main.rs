@@ -260,7 +260,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auth = builder.build()?;
     let fresh = settings::secs("FRESH_SECS", 300);
     // Revocations first: from the first request, a revoked session's token is refused.
-    if !auth.revocations_loaded(Duration::from_secs(10)).await {
+    if !auth.revocations_loaded(settings::secs("REVOCATIONS_WAIT_SECS", 10)).await {
         tracing::warn!("revocations not loaded yet: token-bearing requests answer 503 until they are");
     }
 
