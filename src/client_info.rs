@@ -1,15 +1,16 @@
 //! Who is logging in from where: the device information kept with a
 //! session, with the client address read through trusted reverse proxies.
 //!
-//! `X-Forwarded-For` and `Forwarded` are believed only when the TCP peer is
-//! a configured proxy, and then only up to the right-most address that is
-//! not itself a trusted proxy: every hop left of it was written by the
-//! client, which can write anything.
+//! The proxies' header (`X-Forwarded-For`, or `Forwarded` when configured;
+//! never both) is believed only when the TCP peer is a configured proxy,
+//! and then only up to the right-most address that is not itself a trusted
+//! proxy: every hop left of it was written by the client, which can write
+//! anything.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
-use http::{HeaderMap, header, request::Parts};
+use http::{HeaderMap, HeaderName, header, request::Parts};
 use ipnet::IpNet;
 
 use crate::config::JwtAuth;
@@ -29,8 +30,9 @@ const MAX_USER_AGENT: usize = 256;
 /// ```
 ///
 /// or extract it in a login handler (the application state must give a
-/// [`JwtAuth`] through `FromRef`, which reads `X-Forwarded-For` /
-/// `Forwarded` when the TCP peer is one of
+/// [`JwtAuth`] through `FromRef`, which reads `X-Forwarded-For` (or
+/// `Forwarded`, see [`proxy_header`](crate::JwtAuthBuilder::proxy_header))
+/// when the TCP peer is one of
 /// [`trusted_proxies`](crate::JwtAuthBuilder::trusted_proxies)):
 ///
 /// ```
@@ -59,14 +61,29 @@ pub struct ClientInfo {
     pub ip: Option<IpAddr>,
 }
 
-/// The proxies whose forwarding headers are believed.
+/// Which header the trusted proxies write the client's address into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, AWS ALB, most others).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), its `for=` parameters.
+    Forwarded,
+}
+
+/// The proxies whose forwarding header is believed.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct TrustedProxies(Vec<IpNet>);
+pub(crate) struct TrustedProxies {
+    nets: Vec<IpNet>,
+    /// Only this one is read: a proxy passes the other through untouched,
+    /// so the client could write anything there.
+    header: ProxyHeader,
+}
 
 impl TrustedProxies {
     /// Parses IPs (`10.0.0.1`, `::1`) and CIDRs (`10.0.0.0/8`).
-    pub(crate) fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
-        entries
+    pub(crate) fn parse<'a>(entries: impl IntoIterator<Item = &'a str>, header: ProxyHeader) -> Result<Self, String> {
+        let nets = entries
             .into_iter()
             .map(str::trim)
             .filter(|e| !e.is_empty())
@@ -76,13 +93,13 @@ impl TrustedProxies {
                     .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| format!("{entry:?} is neither an IP address nor a CIDR block"))
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { nets, header })
     }
 
     fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client address of a request from `peer` with `headers`.
@@ -90,13 +107,11 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        // Nearest hop first: right to left.
-        let hops = forwarded_for(headers);
         let mut client = peer;
-        for hop in hops.iter().rev() {
+        for hop in hops_nearest_first(headers, self.header) {
             match hop {
-                Some(ip) if self.contains(*ip) => client = *ip,
-                Some(ip) => return *ip,
+                Some(ip) if self.contains(ip) => client = ip,
+                Some(ip) => return ip,
                 // Unreadable (obfuscated, `unknown`): the last proxy we trust is all we know.
                 None => return client,
             }
@@ -113,32 +128,23 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The addresses a request went through, client first: `Forwarded` (RFC
-/// 7239) when present, else `X-Forwarded-For`; `None` for an element that
-/// is not an IP address.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<Option<IpAddr>> = headers
-        .get_all(header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|element| {
-            element.split(';').find_map(|pair| {
+/// The addresses a request went through, nearest hop first (right to left,
+/// last header line first), read lazily; `None` for an element that is not
+/// an IP address.
+fn hops_nearest_first(headers: &HeaderMap, header: ProxyHeader) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    let name = match header {
+        ProxyHeader::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+        ProxyHeader::Forwarded => header::FORWARDED,
+    };
+    headers.get_all(name).into_iter().rev().filter_map(|v| v.to_str().ok()).flat_map(|v| v.rsplit(',')).map(
+        move |element| match header {
+            ProxyHeader::XForwardedFor => parse_node(element.trim()),
+            ProxyHeader::Forwarded => element.split(';').find_map(|pair| {
                 let (name, value) = pair.trim().split_once('=')?;
                 name.trim().eq_ignore_ascii_case("for").then(|| parse_node(value.trim().trim_matches('"')))
-            })?
-        })
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded;
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|hop| parse_node(hop.trim()))
-        .collect()
+            })?,
+        },
+    )
 }
 
 /// `192.0.2.1`, `192.0.2.1:80`, `[2001:db8::1]`, `[2001:db8::1]:80`, `2001:db8::1`.
@@ -209,7 +215,7 @@ mod tests {
 
     #[test]
     fn the_right_most_untrusted_hop_is_the_client() {
-        let proxies = TrustedProxies::parse(["10.0.0.0/8", "192.0.2.7"]).unwrap();
+        let proxies = TrustedProxies::parse(["10.0.0.0/8", "192.0.2.7"], ProxyHeader::default()).unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let proxy = ip("10.1.1.1");
         let xff = |v: &str| headers(&[("x-forwarded-for", v)]);
@@ -226,15 +232,19 @@ mod tests {
         // Several headers, in order.
         let two = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "203.0.113.5")]);
         assert_eq!(proxies.client_ip(proxy, &two), ip("203.0.113.5"));
-        // Forwarded wins, with ports and brackets.
+        // Forwarded when configured (and then only it), with ports and brackets.
+        let proxies_rfc7239 = TrustedProxies::parse(["10.0.0.0/8", "192.0.2.7"], ProxyHeader::Forwarded).unwrap();
         let forwarded = headers(&[
             ("forwarded", r#"for=6.6.6.6, for="[2001:db8::1]:4711";proto=https"#),
             ("x-forwarded-for", "198.51.100.77"),
         ]);
-        assert_eq!(proxies.client_ip(proxy, &forwarded), ip("2001:db8::1"));
+        assert_eq!(proxies_rfc7239.client_ip(proxy, &forwarded), ip("2001:db8::1"));
+        // By default a client's own `Forwarded`, passed through by an
+        // X-Forwarded-For proxy, is not believed.
+        assert_eq!(proxies.client_ip(proxy, &forwarded), ip("198.51.100.77"));
         // IPv4-mapped peers match IPv4 blocks.
         assert_eq!(proxies.client_ip(ip("::ffff:10.0.0.1"), &xff("203.0.113.9")), ip("203.0.113.9"));
-        assert!(TrustedProxies::parse(["10.0.0.0/33"]).is_err());
-        assert!(TrustedProxies::parse(["proxy.local"]).is_err());
+        assert!(TrustedProxies::parse(["10.0.0.0/33"], ProxyHeader::default()).is_err());
+        assert!(TrustedProxies::parse(["proxy.local"], ProxyHeader::default()).is_err());
     }
 }

@@ -8,7 +8,7 @@ use cookie::SameSite;
 use serde::Serialize;
 
 use crate::{
-    client_info::TrustedProxies,
+    client_info::{ProxyHeader, TrustedProxies},
     cookies::{self, CookieConfig},
     csrf::{CsrfCheck, DoubleSubmit},
     error::AuthError,
@@ -101,6 +101,7 @@ pub struct JwtAuthBuilder {
     store: Option<Arc<dyn SessionStore>>,
     trusted_origins: Vec<String>,
     trusted_proxies: Vec<String>,
+    proxy_header: ProxyHeader,
     csrf_cookie: Option<String>,
     on_rejection: Option<RejectionRenderer>,
     reload_claims: Option<ClaimsReloader>,
@@ -157,6 +158,7 @@ impl JwtAuthBuilder {
             store: None,
             trusted_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            proxy_header: ProxyHeader::XForwardedFor,
             csrf_cookie: None,
             on_rejection: None,
             reload_claims: None,
@@ -347,12 +349,22 @@ impl JwtAuthBuilder {
     }
 
     /// Reverse proxies (IPs or CIDR blocks, e.g. `"10.0.0.0/8"`) whose
-    /// `X-Forwarded-For` / `Forwarded` headers are believed when they are
-    /// the TCP peer: [`ClientInfo`](crate::ClientInfo) then takes the
-    /// right-most address that is not a trusted proxy as the client's.
-    /// Invalid entries fail [`build`](Self::build).
+    /// `X-Forwarded-For` header (or the one [`proxy_header`](Self::proxy_header)
+    /// names) is believed when they are the TCP peer:
+    /// [`ClientInfo`](crate::ClientInfo) then takes the right-most address
+    /// that is not a trusted proxy as the client's. Invalid entries fail
+    /// [`build`](Self::build).
     pub fn trusted_proxies<'a>(mut self, proxies: impl IntoIterator<Item = &'a str>) -> Self {
         self.trusted_proxies.extend(proxies.into_iter().map(str::to_owned));
+        self
+    }
+
+    /// The header the [`trusted_proxies`](Self::trusted_proxies) write the
+    /// client's address into: `X-Forwarded-For` (the default) or
+    /// `Forwarded` (RFC 7239). Only that one is read: proxies pass the
+    /// other through as the client sent it.
+    pub fn proxy_header(mut self, header: ProxyHeader) -> Self {
+        self.proxy_header = header;
         self
     }
 
@@ -531,7 +543,7 @@ impl JwtAuthBuilder {
             }
             None => random::bytes::<32>().to_vec(),
         };
-        let trusted_proxies = TrustedProxies::parse(self.trusted_proxies.iter().map(String::as_str))
+        let trusted_proxies = TrustedProxies::parse(self.trusted_proxies.iter().map(String::as_str), self.proxy_header)
             .map_err(ConfigError::InvalidValue)?;
         let double_submit = self.csrf_cookie.clone().map(|name| DoubleSubmit::new(&refresh_secret, name));
         let csrf = CsrfCheck::new(&self.trusted_origins, double_submit).map_err(ConfigError::Invalid)?;

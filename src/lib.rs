@@ -42,7 +42,7 @@ pub mod testing;
 pub mod threat_model {}
 mod token;
 
-pub use client_info::ClientInfo;
+pub use client_info::{ClientInfo, ProxyHeader};
 pub use config::{ConfigError, JwtAuth, JwtAuthBuilder};
 pub use cookie::SameSite;
 pub use error::AuthError;

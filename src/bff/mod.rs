@@ -13,10 +13,11 @@
 //!   hop-by-hop header (`Connection` and every header it names,
 //!   `Proxy-Connection`, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`,
 //!   `Upgrade`), nor `Host` (set to the upstream's) and `Expect`.
-//! - **`Forwarded`, `X-Forwarded-*` and `X-Real-IP` are dropped and none are
-//!   added**: written by the browser they would reach the upstream as if the
-//!   gateway vouched for them, and the upstream identifies the caller by the
-//!   token, not by an address. Every other request header is forwarded.
+//! - **`X-Forwarded-For` gets the browser's address appended**, as any
+//!   reverse proxy does: an upstream that trusts the gateway reads the
+//!   right-most entry, which the gateway wrote (the others, like any
+//!   `Forwarded` or other `X-Forwarded-*` header, came from the browser).
+//!   Every other request header is forwarded.
 //! - **The upstream gets `Authorization: Bearer <jwt>`**, signed with the
 //!   layer's key (verifiable through [`JwtAuth::jwks`](crate::JwtAuth::jwks);
 //!   with an HMAC key the upstream needs the shared secret), header `typ: at+jwt` (RFC 9068),

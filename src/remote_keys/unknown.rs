@@ -67,7 +67,17 @@ impl UnknownKids {
     pub(super) fn fetched(&self, started: Instant, held: impl Fn(&str) -> bool, ttl: Duration) {
         let now = Instant::now();
         let kids = self.kids.pin();
-        kids.retain(|kid, state| !held(kid) && !matches!(state, State::Absent { until } if *until <= now));
+        // Removed one key at a time: papaya's `retain` was seen to spin
+        // forever under concurrent inserts (see `bounded_map`), and
+        // requests insert here while this runs.
+        let forgotten: Vec<Box<str>> = kids
+            .iter()
+            .filter(|(kid, state)| held(kid) || matches!(state, State::Absent { until } if *until <= now))
+            .map(|(kid, _)| kid.clone())
+            .collect();
+        for kid in forgotten {
+            kids.remove(&kid);
+        }
         let proved_absent: Vec<Box<str>> = kids
             .iter()
             .filter(|(_, state)| matches!(state, State::Wanted { since } if *since <= started))

@@ -95,10 +95,25 @@ impl<V: Copy> Shards<V> {
     }
 
     /// Inserts or merges, then sweeps the shard when it is due.
-    fn upsert(&self, key: Fingerprint, value: V, merge: impl Fn(V, V) -> V, live: impl Fn(&V) -> bool) {
+    /// Inserts or merges; whether the entry changed (a repeat of what the
+    /// list already holds changes nothing, and must not make every cached
+    /// token be checked again).
+    fn upsert(&self, key: Fingerprint, value: V, merge: impl Fn(V, V) -> V, live: impl Fn(&V) -> bool) -> bool
+    where
+        V: PartialEq,
+    {
         let mut shard = self.shard(&key).write().unwrap_or_else(PoisonError::into_inner);
         let before = shard.entries.len();
-        shard.entries.entry(key).and_modify(|old| *old = merge(*old, value)).or_insert(value);
+        let mut changed = true;
+        shard
+            .entries
+            .entry(key)
+            .and_modify(|old| {
+                let merged = merge(*old, value);
+                changed = merged != *old;
+                *old = merged;
+            })
+            .or_insert(value);
         shard.inserts_since_sweep += 1;
         if shard.inserts_since_sweep >= shard.entries.len().max(MIN_SWEEP_INTERVAL) {
             shard.inserts_since_sweep = 0;
@@ -111,6 +126,7 @@ impl<V: Copy> Shards<V> {
         } else {
             self.entries.fetch_sub(before - after, Ordering::Relaxed);
         }
+        changed
     }
 
     fn len(&self) -> usize {
@@ -212,8 +228,8 @@ impl RevocationList {
     pub fn revoke_session(&self, sid: &str, until_ms: u64) {
         let now_s = now_ms() / 1000;
         let live = move |until: &u32| u64::from(*until) > now_s;
-        self.sessions.upsert(self.fingerprint(sid), until_secs(until_ms), u32::max, live);
-        self.bump();
+        let changed = self.sessions.upsert(self.fingerprint(sid), until_secs(until_ms), u32::max, live);
+        self.bump(changed);
     }
 
     /// Records that `user_id`'s access tokens issued before `before_ms` are
@@ -223,8 +239,8 @@ impl RevocationList {
         let entry = Stale { before_ms, until_s: until_secs(until_ms) };
         let merge =
             |a: Stale, b: Stale| Stale { before_ms: a.before_ms.max(b.before_ms), until_s: a.until_s.max(b.until_s) };
-        self.users.upsert(self.fingerprint(user_id), entry, merge, move |e| u64::from(e.until_s) > now_s);
-        self.bump();
+        let changed = self.users.upsert(self.fingerprint(user_id), entry, merge, move |e| u64::from(e.until_s) > now_s);
+        self.bump(changed);
     }
 
     /// Applies one revocation heard from a store.
@@ -236,11 +252,15 @@ impl RevocationList {
     }
 
     /// After the insert, so a reader that sees the new generation also sees
-    /// the entry; updates the gauges.
-    fn bump(&self) {
+    /// the entry; moves the generation only when an entry `changed` (a
+    /// revocation heard again, from pub/sub and from the store that made
+    /// it, invalidates no cached check); updates the gauges.
+    fn bump(&self, changed: bool) {
         self.metrics.entries(self.sessions.len(), self.users.len());
-        // Stays 0 (not loaded) until marked loaded.
-        let _ = self.generation.fetch_update(Ordering::Release, Ordering::Acquire, |g| (g != 0).then(|| g + 1));
+        if changed {
+            // Stays 0 (not loaded) until marked loaded.
+            let _ = self.generation.fetch_update(Ordering::Release, Ordering::Acquire, |g| (g != 0).then(|| g + 1));
+        }
     }
 
     /// Says that everything revoked before is in the list: from now on the
@@ -373,6 +393,28 @@ mod tests {
         assert!(list.is_revoked("s"));
         list.revoke_session("s", now.saturating_sub(5000));
         assert!(list.is_revoked("s"), "never shortened");
+    }
+
+    /// Cached tokens are checked again only when an entry changed: hearing
+    /// a revocation again (pub/sub and the store that made it) does not
+    /// move the generation; a new or extended one does.
+    #[test]
+    fn only_a_change_moves_the_generation() {
+        let list = loaded();
+        let until = now_ms() + 60_000;
+        list.revoke_session("s1", until);
+        let after_first = list.generation();
+        list.revoke_session("s1", until);
+        list.revoke_session("s1", until - 5_000);
+        list.stale_before("u1", 1_000, until);
+        let after_user = list.generation();
+        assert_eq!(after_user, after_first + 1);
+        list.stale_before("u1", 1_000, until);
+        list.stale_before("u1", 500, until - 5_000);
+        assert_eq!(list.generation(), after_user);
+        list.revoke_session("s1", until + 5_000);
+        list.stale_before("u1", 2_000, until);
+        assert_eq!(list.generation(), after_user + 2);
     }
 
     #[test]

@@ -303,21 +303,9 @@ impl JwtAuth {
             Err(error) => return (RefreshOutcome::Unavailable, Err(error)),
         };
         let (user_id, sid) = (&presented.user_id, &presented.sid);
-        // Before the store call: a failure here leaves the store as it was,
-        // so the client's token keeps working.
-        let reloaded = match &sessions.reload_claims {
-            None => None,
-            Some(reload) => match (reload.0)(user_id.clone()).await {
-                Ok(Some(claims)) => Some(claims),
-                Ok(None) => {
-                    let _ = self.revoke_session_because(user_id, sid, RevocationCause::Revoke).await;
-                    return (RefreshOutcome::Denied, Err(DENIED));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, user_id, "reloading claims failed");
-                    return (RefreshOutcome::Unavailable, Err(AuthError::Unavailable));
-                }
-            },
+        let reloaded = match self.reload_claims(sessions, user_id, sid).await {
+            Ok(reloaded) => reloaded,
+            Err((outcome, error)) => return (outcome, Err(error)),
         };
         let now = now_ms();
         let rotated = sessions
@@ -385,21 +373,40 @@ impl JwtAuth {
     /// ```
     pub async fn reauthenticate(&self, user_id: &str, sid: &str) -> Result<Tokens, AuthError> {
         let sessions = self.sessions()?;
+        let reloaded = self.reload_claims(sessions, user_id, sid).await.map_err(|(_, error)| error)?;
         let now = now_ms();
         let record = sessions
             .call(Operation::Reauthenticate, sessions.store.reauthenticate(user_id, sid, now, &sessions.policy))
             .await?
             .ok_or(AuthError::InvalidToken("The session has ended"))?;
-        let claims = match &sessions.reload_claims {
-            Some(reload) => match (reload.0)(user_id.to_owned()).await {
-                Ok(Some(claims)) => claims,
-                Ok(None) => return Err(AuthError::InvalidGrant("The user can no longer sign in")),
-                Err(_) => return Err(AuthError::Unavailable),
-            },
-            None => record.claims.clone(),
-        };
         tracing::debug!(user_id, sid, "session re-authenticated");
-        self.issue(&record, &claims, now).map(|refreshed| Tokens { auth: self.clone(), refreshed })
+        let claims = reloaded.as_deref().unwrap_or(&record.claims);
+        self.issue(&record, claims, now).map(|refreshed| Tokens { auth: self.clone(), refreshed })
+    }
+
+    /// The user's current claims from
+    /// [`reload_claims`](crate::JwtAuthBuilder::reload_claims), if
+    /// configured, before any store call: a failure leaves the store as it
+    /// was, so the client's token keeps working. A user the callback
+    /// refuses has this session revoked.
+    async fn reload_claims(
+        &self,
+        sessions: &Sessions,
+        user_id: &str,
+        sid: &str,
+    ) -> Result<Option<String>, (RefreshOutcome, AuthError)> {
+        let Some(reload) = &sessions.reload_claims else { return Ok(None) };
+        match (reload.0)(user_id.to_owned()).await {
+            Ok(Some(claims)) => Ok(Some(claims)),
+            Ok(None) => {
+                let _ = self.revoke_session_because(user_id, sid, RevocationCause::Revoke).await;
+                Err((RefreshOutcome::Denied, DENIED))
+            }
+            Err(error) => {
+                tracing::warn!(%error, user_id, "reloading claims failed");
+                Err((RefreshOutcome::Unavailable, AuthError::Unavailable))
+            }
+        }
     }
 
     /// Makes every access token of `user_id` issued before now stale on every

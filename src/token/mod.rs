@@ -116,6 +116,12 @@ impl VerifiedToken {
         if let Some(cached) = self.custom.get().and_then(|c| c.downcast_ref::<Arc<T>>()) {
             return Ok(cached.clone());
         }
+        // `Claims` without a type accepts any payload: nothing to decode, and
+        // it must not take the one slot from the application's claims type
+        // (which would then be decoded on every request).
+        if let Ok(none) = no_claims().downcast::<T>() {
+            return Ok(none);
+        }
         let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(self.payload.get())?;
         object.retain(|name, _| !REGISTERED_NAMES.contains(&name.as_str()));
         let value: Arc<T> = Arc::new(serde_json::from_value(serde_json::Value::Object(object))?);
@@ -168,5 +174,47 @@ impl AccessToken {
     /// The registered claims written into the token.
     pub fn claims(&self) -> &RegisteredClaims {
         &self.verified.0.claims
+    }
+}
+
+/// The one `NoClaims` value, shared.
+fn no_claims() -> Arc<dyn Any + Send + Sync> {
+    static NO_CLAIMS: std::sync::LazyLock<Arc<crate::extract::NoClaims>> =
+        std::sync::LazyLock::new(|| Arc::new(crate::extract::NoClaims));
+    NO_CLAIMS.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::extract::NoClaims;
+
+    #[derive(Deserialize)]
+    struct Profile {
+        #[serde(default)]
+        _name: String,
+    }
+
+    /// `Claims` without a type next to the application's `Claims<Profile>`:
+    /// the profile is still decoded once, whichever handler runs first.
+    #[test]
+    fn untyped_claims_leave_the_slot_to_the_application_type() {
+        let claims = RegisteredClaims {
+            sub: "u".into(),
+            sid: "s".into(),
+            iat: 0,
+            exp: 0,
+            jti: "j".into(),
+            nbf: None,
+            iss: None,
+            auth_time: None,
+        };
+        let token = VerifiedToken::for_tests(claims);
+        token.custom::<NoClaims>().unwrap();
+        let first = token.custom::<Profile>().unwrap();
+        token.custom::<NoClaims>().unwrap();
+        assert!(Arc::ptr_eq(&first, &token.custom::<Profile>().unwrap()), "decoded again");
     }
 }

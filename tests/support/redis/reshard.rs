@@ -150,6 +150,11 @@ impl SlotMigration<'_> {
                 .cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &self.to_id])
                 .map_err(|e| format!("CLUSTER SETSLOT NODE on node {i}: {e}"))?;
         }
+        // A ping the source sent before its SETSLOT can still arrive and,
+        // when the source's config epoch is the higher, give the slot back
+        // to it in a node's view for good. With the target's epoch the
+        // greatest, the target's own pings correct every such view.
+        nodes[self.to].cmd(&["CLUSTER", "BUMPEPOCH"]).map_err(|e| format!("CLUSTER BUMPEPOCH on the target: {e}"))?;
         let deadline = Instant::now() + CLUSTER_CEILING;
         loop {
             let agreed = nodes.iter().all(|node| {
